@@ -1,0 +1,22 @@
+# Conditional DETR, ResNet-50, 8 GPUs x 2 images, 50 epochs (lr x0.1 at 40).
+# Inherits mmdet's own Conditional DETR config (data, recipe, layer sizes);
+# in the mmdet_cdetr scope its type names resolve to our components, and
+# mmdet's built-in model stays reachable as `mmdet.ConditionalDETR`.
+_base_ = 'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py'
+
+default_scope = 'mmdet_cdetr'
+custom_imports = dict(imports=['mmdet_cdetr'], allow_failed_imports=False)
+
+# Dicts inherited from an `mmdet::` base carry `_scope_='mmdet'`, which would
+# build mmdet's classes: the model and the data sets are built in our scope.
+model = dict(
+    _scope_='mmdet_cdetr',
+    decoder=dict(
+        layer_cfg=dict(
+            # As released: dropout 0.1 on the attention weights and on each
+            # attention output before its residual connection.
+            self_attn_cfg=dict(attn_drop=0.1, proj_drop=0.1),
+            cross_attn_cfg=dict(attn_drop=0.1, proj_drop=0.1))))
+train_dataloader = dict(dataset=dict(_scope_='mmdet_cdetr'))
+val_dataloader = dict(dataset=dict(_scope_='mmdet_cdetr'))
+test_dataloader = val_dataloader

@@ -1,0 +1,7 @@
+# Conditional DETR, DC5-R50: the last stage without stride, dilation 2.
+# One image per GPU as in the paper (total batch 8).
+_base_ = './conditional_detr_r50_8x2_50e_coco.py'
+
+model = dict(backbone=dict(strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)))
+train_dataloader = dict(batch_size=1)
+auto_scale_lr = dict(base_batch_size=8)

@@ -1,0 +1,3 @@
+from .conditional_detr_head import ConditionalDETRHead
+
+__all__ = ['ConditionalDETRHead']

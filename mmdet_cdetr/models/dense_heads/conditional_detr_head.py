@@ -1,0 +1,139 @@
+from typing import List, Tuple
+
+import torch
+from mmdet.models.dense_heads import DETRHead
+from mmdet.models.layers.transformer import inverse_sigmoid
+from mmdet.structures import SampleList
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+from mmdet.utils import InstanceList
+from mmengine.model import bias_init_with_prob
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
+
+from mmdet_cdetr.registry import MODELS
+
+
+@MODELS.register_module()
+class ConditionalDETRHead(DETRHead):
+    """Head of Conditional DETR.
+
+    Classification is a linear layer with sigmoid focal loss (no background
+    logit; bias from a 0.01 prior). Boxes are predicted relative to the
+    decoder's reference points:
+    ``box = sigmoid(MLP(f) + [inverse_sigmoid(s), 0, 0])`` with the last MLP
+    layer initialised to zero, so training starts with boxes centred on the
+    reference points.
+
+    Unlike mmdet's DETR heads it also predicts when
+    ``num_queries * num_classes < max_per_img`` and refuses a checkpoint
+    whose classifier was made for a different number of classes.
+    """
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.loss_cls.use_sigmoid:
+            nn.init.constant_(self.fc_cls.bias, bias_init_with_prob(0.01))
+        nn.init.zeros_(self.fc_reg.weight)
+        nn.init.zeros_(self.fc_reg.bias)
+
+    def forward(self, hidden_states: Tensor,
+                references: Tensor) -> Tuple[Tensor, Tensor]:
+        """Predict from every decoder layer.
+
+        Args:
+            hidden_states: (num_layers, bs, num_queries, dim).
+            references: (bs, num_queries, 2), (x, y) in [0, 1].
+
+        Returns:
+            tuple: classification logits (num_layers, bs, num_queries,
+            num_classes) and boxes (num_layers, bs, num_queries, 4) as
+            normalised (cx, cy, w, h).
+        """
+        offsets = self.fc_reg(self.activate(self.reg_ffn(hidden_states)))
+        reference_logits = inverse_sigmoid(references)
+        reference_logits = torch.cat(
+            [reference_logits,
+             reference_logits.new_zeros(reference_logits.shape)], -1)
+        bbox_preds = (offsets + reference_logits).sigmoid()
+        return self.fc_cls(hidden_states), bbox_preds
+
+    def loss(self, hidden_states: Tensor, references: Tensor,
+             batch_data_samples: SampleList) -> dict:
+        gt_instances, img_metas = _split_samples(batch_data_samples)
+        outs = self(hidden_states, references)
+        return self.loss_by_feat(*outs, gt_instances, img_metas)
+
+    def loss_and_predict(
+            self, hidden_states: Tensor, references: Tensor,
+            batch_data_samples: SampleList) -> Tuple[dict, InstanceList]:
+        gt_instances, img_metas = _split_samples(batch_data_samples)
+        outs = self(hidden_states, references)
+        losses = self.loss_by_feat(*outs, gt_instances, img_metas)
+        return losses, self.predict_by_feat(*outs, batch_img_metas=img_metas)
+
+    def predict(self,
+                hidden_states: Tensor,
+                references: Tensor,
+                batch_data_samples: SampleList,
+                rescale: bool = True) -> InstanceList:
+        img_metas = [sample.metainfo for sample in batch_data_samples]
+        outs = self(hidden_states[-1:], references)
+        return self.predict_by_feat(
+            *outs, batch_img_metas=img_metas, rescale=rescale)
+
+    def _predict_by_feat_single(self,
+                                cls_score: Tensor,
+                                bbox_pred: Tensor,
+                                img_meta: dict,
+                                rescale: bool = True) -> InstanceData:
+        """Top-k over all (query, class) scores, boxes scaled to the image.
+
+        Args:
+            cls_score: Logits of the last layer, (num_queries, num_classes).
+            bbox_pred: Normalised (cx, cy, w, h), (num_queries, 4).
+            img_meta: Meta information with ``img_shape`` (and
+                ``scale_factor`` when ``rescale``).
+            rescale: Return boxes in the original image's pixels.
+        """
+        max_per_img = self.test_cfg.get('max_per_img', len(cls_score))
+        if self.loss_cls.use_sigmoid:
+            scores = cls_score.sigmoid().flatten()
+            scores, indexes = scores.topk(min(max_per_img, scores.numel()))
+            labels = indexes % self.num_classes
+            bbox_pred = bbox_pred[indexes // self.num_classes]
+        else:
+            scores, labels = cls_score.softmax(-1)[..., :-1].max(-1)
+            scores, indexes = scores.topk(min(max_per_img, scores.numel()))
+            labels, bbox_pred = labels[indexes], bbox_pred[indexes]
+        img_h, img_w = img_meta['img_shape'][:2]
+        bboxes = bbox_cxcywh_to_xyxy(bbox_pred) * bbox_pred.new_tensor(
+            [img_w, img_h, img_w, img_h])
+        bboxes[:, 0::2].clamp_(min=0, max=img_w)
+        bboxes[:, 1::2].clamp_(min=0, max=img_h)
+        if rescale:
+            bboxes /= bboxes.new_tensor(img_meta['scale_factor']).repeat(2)
+        results = InstanceData()
+        results.bboxes, results.scores, results.labels = bboxes, scores, labels
+        return results
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args,
+                              **kwargs) -> None:
+        key = prefix + 'fc_cls.weight'
+        if key in state_dict and (state_dict[key].shape
+                                  != self.fc_cls.weight.shape):
+            raise ValueError(
+                f'Checkpoint key {key!r} has shape '
+                f'{tuple(state_dict[key].shape)}, but the model built from '
+                f'the config has {tuple(self.fc_cls.weight.shape)}: the '
+                f'checkpoint has {state_dict[key].shape[0]} class logits '
+                f'and the config num_classes={self.num_classes}. Set '
+                'model.bbox_head.num_classes to match, or convert the '
+                'checkpoint (tools/model_converters/).')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _split_samples(
+        batch_data_samples: SampleList) -> Tuple[InstanceList, List[dict]]:
+    """Ground truth and meta information of each image."""
+    return ([sample.gt_instances for sample in batch_data_samples],
+            [sample.metainfo for sample in batch_data_samples])

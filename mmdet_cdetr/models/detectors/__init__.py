@@ -1,0 +1,3 @@
+from .conditional_detr import ConditionalDETR
+
+__all__ = ['ConditionalDETR']

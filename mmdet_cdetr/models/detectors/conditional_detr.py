@@ -1,0 +1,43 @@
+from typing import Dict, Optional
+
+from mmdet.models.detectors import DETR
+from mmdet.models.layers import DetrTransformerEncoder, SinePositionalEncoding
+from torch import Tensor, nn
+
+from mmdet_cdetr.registry import MODELS
+from ..layers import ConditionalDetrTransformerDecoder
+
+
+@MODELS.register_module()
+class ConditionalDETR(DETR):
+    """Conditional DETR (Meng et al., ICCV 2021) on mmdet's DETR skeleton.
+
+    Backbone, neck, sine positional encoding and encoder are DETR's; the
+    decoder is :class:`ConditionalDetrTransformerDecoder`. The decoder
+    returns the reference points along with the hidden states because the
+    head predicts box centres relative to them.
+    """
+
+    def _init_layers(self) -> None:
+        self.positional_encoding = SinePositionalEncoding(
+            **self.positional_encoding)
+        self.encoder = DetrTransformerEncoder(**self.encoder)
+        self.decoder = ConditionalDetrTransformerDecoder(**self.decoder)
+        self.embed_dims = self.encoder.embed_dims
+        self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
+        num_feats = self.positional_encoding.num_feats
+        if 2 * num_feats != self.embed_dims:
+            raise ValueError(
+                'positional_encoding.num_feats must be half of embed_dims, '
+                f'got num_feats={num_feats} and embed_dims={self.embed_dims}.')
+
+    def forward_decoder(self, query: Tensor, query_pos: Tensor,
+                        memory: Tensor, memory_mask: Optional[Tensor],
+                        memory_pos: Tensor) -> Dict:
+        hidden_states, references = self.decoder(
+            query=query,
+            key=memory,
+            query_pos=query_pos,
+            key_pos=memory_pos,
+            key_padding_mask=memory_mask)
+        return dict(hidden_states=hidden_states, references=references)

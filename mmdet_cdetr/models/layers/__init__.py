@@ -1,0 +1,9 @@
+from .conditional_attention import ConditionalAttention
+from .conditional_detr_decoder import ConditionalDetrTransformerDecoder
+from .conditional_detr_decoder_layer import \
+    ConditionalDetrTransformerDecoderLayer
+
+__all__ = [
+    'ConditionalAttention', 'ConditionalDetrTransformerDecoder',
+    'ConditionalDetrTransformerDecoderLayer'
+]

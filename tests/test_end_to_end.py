@@ -1,0 +1,158 @@
+"""Train, evaluate, save, reload and resume through the tools, on the
+synthetic data, as a user would."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import QUICK_CONFIG, REPO, run_tool
+
+
+def write_config(path: Path, data_root: str, **overrides: str) -> str:
+    """A config inheriting the quick-start one, on ``data_root``, tiny."""
+    lines = [
+        f"_base_ = '{QUICK_CONFIG}'",
+        f"data_root = '{data_root}/'",
+        "ann_val = data_root + 'annotations/instances_val.json'",
+        'train_dataloader = dict(batch_size=8, num_workers=0, '
+        'persistent_workers=False, dataset=dict(data_root=data_root))',
+        'val_dataloader = dict(batch_size=8, num_workers=0, '
+        'persistent_workers=False, dataset=dict(data_root=data_root))',
+        'test_dataloader = val_dataloader',
+        'val_evaluator = dict(ann_file=ann_val)',
+        'test_evaluator = val_evaluator',
+        'train_cfg = dict(max_epochs=2, val_interval=2)',
+        'default_hooks = dict(checkpoint=dict(interval=1, '
+        'max_keep_ckpts=3), logger=dict(interval=1))',
+    ] + [f'{key} = {value}' for key, value in overrides.items()]
+    path.write_text('\n'.join(lines) + '\n')
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, synthetic_root):
+    tmp = tmp_path_factory.mktemp('e2e')
+    config = write_config(tmp / 'tiny.py', synthetic_root)
+    work_dir = tmp / 'work'
+    result = run_tool(
+        ['tools/train.py', config, '--work-dir',
+         str(work_dir)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(config=config, work_dir=work_dir, tmp=tmp, log=result.stdout)
+
+
+def test_training_saves_checkpoints_and_evaluates(trained):
+    work_dir = trained['work_dir']
+    assert (work_dir / 'epoch_1.pth').is_file()
+    assert (work_dir / 'epoch_2.pth').is_file()
+    logs = ''.join(p.read_text() for p in work_dir.glob('*/*.log'))
+    losses = [float(v) for v in re.findall(r' loss: ([0-9.]+)', logs)]
+    assert len(losses) >= 8 and all(v == v and v < 1e4 for v in losses)
+    assert 'coco/bbox_mAP' in logs
+
+
+def test_checkpoint_loads_with_weights_only(trained):
+    ckpt = torch.load(
+        trained['work_dir'] / 'epoch_2.pth', map_location='cpu',
+        weights_only=True)
+    assert ckpt['meta']['epoch'] == 2
+    assert 'message_hub' in ckpt and 'optimizer' in ckpt
+    assert ckpt['state_dict']['bbox_head.fc_cls.weight'].shape == (3, 128)
+
+
+def test_without_allow_list_torch_refuses_the_checkpoint(trained):
+    """The allow-list is what makes loading work (guards the test above)."""
+    code = ('import torch, sys; torch.load(sys.argv[1], weights_only=True)')
+    result = subprocess.run(
+        [sys.executable, '-c', code,
+         str(trained['work_dir'] / 'epoch_2.pth')],
+        capture_output=True,
+        text=True)
+    assert result.returncode != 0
+    assert 'Weights only load failed' in result.stderr
+
+
+def test_test_tool_evaluates_box_ap(trained):
+    out = trained['tmp'] / 'dets.pkl'
+    result = run_tool([
+        'tools/test.py', trained['config'],
+        str(trained['work_dir'] / 'epoch_2.pth'), '--eval', 'bbox', '--out',
+        str(out), '--work-dir',
+        str(trained['tmp'] / 'test')
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r'coco/bbox_mAP: [0-9.]+', result.stdout)
+    assert 'Average Precision  (AP) @[ IoU=0.50:0.95' in result.stdout
+    assert out.is_file() and out.stat().st_size > 0
+
+
+def test_resume_continues_from_the_last_epoch(trained, tmp_path):
+    work_dir = tmp_path / 'resume'
+    work_dir.mkdir()
+    (work_dir / 'epoch_2.pth').write_bytes(
+        (trained['work_dir'] / 'epoch_2.pth').read_bytes())
+    result = run_tool([
+        'tools/train.py', trained['config'], '--work-dir',
+        str(work_dir), '--resume',
+        str(work_dir / 'epoch_2.pth'), '--cfg-options',
+        'train_cfg.max_epochs=3'
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    iters = torch.load(
+        work_dir / 'epoch_2.pth', map_location='cpu',
+        weights_only=True)['meta']['iter']
+    assert f'resumed epoch: 2, iter: {iters}' in result.stdout
+    ckpt = torch.load(
+        work_dir / 'epoch_3.pth', map_location='cpu', weights_only=True)
+    assert ckpt['meta']['epoch'] == 3
+    assert ckpt['meta']['iter'] == iters * 3 // 2
+    assert not (work_dir / 'epoch_1.pth').exists()
+
+
+class _Evil:
+
+    def __reduce__(self):
+        return (os.system, ('echo owned',))
+
+
+def test_checkpoint_with_a_pickled_callable_is_refused(trained, tmp_path):
+    ckpt = torch.load(
+        trained['work_dir'] / 'epoch_2.pth', map_location='cpu',
+        weights_only=True)
+    ckpt['meta']['payload'] = _Evil()
+    evil = tmp_path / 'evil.pth'
+    torch.save(ckpt, evil)
+    result = run_tool(
+        ['tools/test.py', trained['config'],
+         str(evil), '--eval', 'bbox'])
+    assert result.returncode == 1
+    assert 'owned' not in result.stdout
+    assert f'refused to load checkpoint {evil}' in result.stderr
+    assert 'system' in result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+def test_dist_train_two_processes(trained, tmp_path):
+    work_dir = tmp_path / 'dist'
+    env = dict(os.environ, PYTHON=sys.executable, PORT='29517')
+    result = run_tool([
+        str(REPO / 'tools/dist_train.sh'), trained['config'], '2',
+        '--work-dir',
+        str(work_dir), '--cfg-options', 'train_cfg.max_epochs=1'
+    ],
+                      env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    logs = ''.join(p.read_text() for p in work_dir.glob('*/*.log'))
+    assert 'world_size: 2' in logs
+    assert (work_dir / 'epoch_1.pth').is_file()
+    result = run_tool([
+        'tools/test.py', trained['config'],
+        str(work_dir / 'epoch_1.pth'), '--eval', 'bbox', '--work-dir',
+        str(tmp_path / 'dist_test')
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'coco/bbox_mAP' in result.stdout
