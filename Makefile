@@ -42,9 +42,9 @@ test: install-test
 	$(PY) -m pytest tests
 
 lint: install-test
-	$(PY) -m isort --check-only --diff mmdet_cdetr configs tools tests
-	$(PY) -m yapf --diff --recursive mmdet_cdetr configs tools tests
-	$(PY) -m flake8 mmdet_cdetr configs tools tests
+	$(PY) -m isort --check-only --diff mmdet_cdetr configs tools tests setup.py
+	$(PY) -m yapf --diff --recursive mmdet_cdetr configs tools tests setup.py
+	$(PY) -m flake8 mmdet_cdetr configs tools tests setup.py
 
 clean:
 	rm -rf $(VENV) work_dirs data/synthetic_coco

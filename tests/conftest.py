@@ -1,21 +1,21 @@
 import os
 import os.path as osp
+import pytest
 import subprocess
 import sys
-from pathlib import Path
-from typing import List, Optional
-
-import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from pathlib import Path
+from typing import List, Optional
 
 import mmdet_cdetr  # noqa: F401  (registers the components)
 from mmdet_cdetr.datasets import make_synthetic_coco
 from mmdet_cdetr.registry import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK_CONFIG = str(REPO / 'configs/quickstart/conditional_detr_r18_synthetic.py')
+QUICK_CONFIG = str(REPO /
+                   'configs/quickstart/conditional_detr_r18_synthetic.py')
 R50_CONFIG = str(REPO / 'configs/conditional_detr_r50_8x2_50e_coco.py')
 
 

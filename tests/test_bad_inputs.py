@@ -1,8 +1,6 @@
 """Bad input ends in one line that names the file, key or shapes."""
-import shutil
-
 import pytest
-
+import shutil
 from conftest import run_tool
 from test_end_to_end import write_config
 
@@ -44,8 +42,7 @@ def test_unreadable_annotation_file(data_copy, tmp_path):
     ann.write_text('{"images": [ broken')
     config = write_config(tmp_path / 'cfg.py', str(data_copy))
     _assert_clean_error(
-        _train(config, tmp_path), 'Cannot read COCO annotation file',
-        str(ann))
+        _train(config, tmp_path), 'Cannot read COCO annotation file', str(ann))
 
 
 def test_missing_annotation_file(data_copy, tmp_path):
@@ -81,7 +78,8 @@ def test_checkpoint_with_other_class_count(synthetic_root, tmp_path):
 
 def test_missing_checkpoint(synthetic_root, tmp_path):
     config = write_config(tmp_path / 'cfg.py', synthetic_root)
-    result = run_tool(
-        ['tools/test.py', config,
-         str(tmp_path / 'nope.pth'), '--eval', 'bbox'])
+    result = run_tool([
+        'tools/test.py', config,
+        str(tmp_path / 'nope.pth'), '--eval', 'bbox'
+    ])
     _assert_clean_error(result, 'checkpoint not found', 'nope.pth')

@@ -1,7 +1,6 @@
 """The decoder against a plain, loop-by-loop computation of the paper's
 equations for a tiny case."""
 import math
-
 import torch
 import torch.nn.functional as F
 
@@ -17,8 +16,8 @@ def _decoder() -> ConditionalDetrTransformerDecoder:
         layer_cfg=dict(
             self_attn_cfg=dict(attn, cross_attn=False),
             cross_attn_cfg=dict(attn, cross_attn=True),
-            ffn_cfg=dict(
-                embed_dims=DIM, feedforward_channels=24, ffn_drop=0.)))
+            ffn_cfg=dict(embed_dims=DIM, feedforward_channels=24,
+                         ffn_drop=0.)))
     for p in decoder.parameters():  # no zero biases: every term must count
         torch.nn.init.normal_(p, std=0.3)
     return decoder.eval()
@@ -44,8 +43,8 @@ def _sine(coords):
     out = torch.zeros(coords.shape[:-1] + (DIM, ))
     for part, axis in enumerate((1, 0)):
         for i in range(feats):
-            angle = coords[..., axis] * 2 * math.pi / 10000**(2 * (i // 2) /
-                                                             feats)
+            angle = coords[..., axis] * 2 * math.pi / 10000**(2 *
+                                                              (i // 2) / feats)
             out[..., part * feats + i] = angle.sin() if i % 2 == 0 \
                 else angle.cos()
     return out
@@ -68,8 +67,9 @@ def _interleave(content, spatial):
     """Per head h: [content_h ; spatial_h]."""
     d = content.shape[-1] // HEADS
     return torch.cat([
-        torch.cat([content[..., h * d:(h + 1) * d],
-                   spatial[..., h * d:(h + 1) * d]], -1) for h in range(HEADS)
+        torch.cat(
+            [content[..., h * d:(h + 1) * d], spatial[..., h * d:(h + 1) * d]],
+            -1) for h in range(HEADS)
     ], -1)
 
 
@@ -83,8 +83,8 @@ def _reference(decoder, query, memory, query_pos, key_pos, padding):
         sa, ca = layer.self_attn, layer.cross_attn
         q = _lin(sa.qcontent_proj, f) + _lin(sa.qpos_proj, query_pos)
         k = _lin(sa.kcontent_proj, f) + _lin(sa.kpos_proj, query_pos)
-        f = layer.norms[0](f + _lin(sa.out_proj,
-                                    _heads(q, k, _lin(sa.v_proj, f))))
+        f = layer.norms[0](
+            f + _lin(sa.out_proj, _heads(q, k, _lin(sa.v_proj, f))))
         c_q = _lin(ca.qcontent_proj, f)
         c_k = _lin(ca.kcontent_proj, memory)
         p_k = _lin(ca.kpos_proj, key_pos)
@@ -123,8 +123,9 @@ def test_decoder_matches_plain_equations():
 
 def test_only_first_layer_projects_query_position():
     decoder = _decoder()
-    has_qpos = [layer.cross_attn.qpos_proj is not None
-                for layer in decoder.layers]
+    has_qpos = [
+        layer.cross_attn.qpos_proj is not None for layer in decoder.layers
+    ]
     assert has_qpos == [True] + [False] * (LAYERS - 1)
     names = {name for name, _ in decoder.named_parameters()}
     assert 'layers.0.cross_attn.qpos_proj.weight' in names
@@ -138,5 +139,6 @@ def test_reference_points_are_shared_and_query_pos_dependent():
         torch.zeros(BS, NQ, DIM), torch.randn(BS, NK, DIM), query_pos,
         torch.randn(BS, NK, DIM))
     torch.testing.assert_close(
-        refs, _mlp(decoder.ref_point_head, query_pos).sigmoid())
+        refs,
+        _mlp(decoder.ref_point_head, query_pos).sigmoid())
     assert refs.min() > 0 and refs.max() < 1

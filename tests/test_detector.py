@@ -1,10 +1,10 @@
 import pytest
 import torch
+from conftest import R50_CONFIG, build_quick_model
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 
-from conftest import R50_CONFIG, build_quick_model
 from mmdet_cdetr.models import (ConditionalDETR, ConditionalDETRHead,
                                 ConditionalDetrTransformerDecoder)
 from mmdet_cdetr.registry import MODELS
@@ -58,8 +58,8 @@ def test_padding_masks_make_batched_equal_to_alone():
     batch[0, :, :4, :6] = alone[0]
     with torch.no_grad():
         out_alone = model.forward_transformer(
-            (alone, ), _samples([(4 * stride, 6 * stride)],
-                                (4 * stride, 6 * stride)))
+            (alone, ),
+            _samples([(4 * stride, 6 * stride)], (4 * stride, 6 * stride)))
         out_batch = model.forward_transformer(
             (batch, ),
             _samples([(4 * stride, 6 * stride), (8 * stride, 8 * stride)],

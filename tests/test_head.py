@@ -1,9 +1,8 @@
 import pytest
 import torch
+from conftest import build_quick_model
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
-
-from conftest import build_quick_model
 
 
 def _sample(h=64, w=96, boxes=((8., 8., 40., 30.), ), labels=(1, )):
@@ -32,8 +31,8 @@ def test_boxes_start_at_reference_points():
     assert logits.shape == (3, 1, 20, 3) and boxes.shape == (3, 1, 20, 4)
     # fc_reg starts at zero: centres are the references, sizes sigmoid(0).
     torch.testing.assert_close(boxes[..., :2], refs.expand(3, -1, -1, -1))
-    torch.testing.assert_close(boxes[..., 2:], torch.full_like(
-        boxes[..., 2:], 0.5))
+    torch.testing.assert_close(boxes[..., 2:],
+                               torch.full_like(boxes[..., 2:], 0.5))
     # focal-loss prior 0.01 on the class bias
     torch.testing.assert_close(
         head.fc_cls.bias, torch.full((3, ), -torch.log(torch.tensor(99.))))

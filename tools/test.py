@@ -6,17 +6,15 @@ with mmdet's ``CocoMetric``, whatever evaluator the config names.
 import argparse
 import os
 import os.path as osp
-
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mmdet_cdetr.utils import init_cpu_distributed, report_user_errors
+from mmdet_cdetr.utils import prepare_cpu_distributed, report_user_errors
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description='Test (and eval) a model')
+    parser = argparse.ArgumentParser(description='Test (and eval) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
@@ -58,8 +56,9 @@ def parse_args() -> argparse.Namespace:
 def use_coco_metric(cfg: Config, metrics: list) -> None:
     """Evaluate ``metrics`` with CocoMetric on the test annotation file."""
     evaluator = cfg.test_evaluator
-    if isinstance(evaluator, dict) and evaluator.get('type') in (
-            'CocoMetric', 'mmdet.CocoMetric'):
+    if isinstance(evaluator,
+                  dict) and evaluator.get('type') in ('CocoMetric',
+                                                      'mmdet.CocoMetric'):
         evaluator.metric = metrics
         return
     dataset = cfg.test_dataloader.dataset
@@ -109,7 +108,7 @@ def main(args: argparse.Namespace) -> None:
             ConfigDict(type='mmdet.DumpDetResults', out_file_path=args.out)
         ]
 
-    init_cpu_distributed(args.launcher)
+    prepare_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         runner = RUNNERS.build(cfg)
     else:

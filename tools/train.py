@@ -2,12 +2,13 @@
 import argparse
 import os
 import os.path as osp
-
+import torch
 from mmengine.config import Config, DictAction
+from mmengine.device import is_mlu_available, is_npu_available
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mmdet_cdetr.utils import init_cpu_distributed, report_user_errors
+from mmdet_cdetr.utils import prepare_cpu_distributed, report_user_errors
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,6 +59,11 @@ def main(args: argparse.Namespace) -> None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     if args.amp:
+        if not (torch.cuda.is_available() or is_npu_available()
+                or is_mlu_available()):
+            raise ValueError('--amp needs a GPU (CUDA, NPU or MLU): '
+                             "mmengine's AmpOptimWrapper does not run on "
+                             'the CPU')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
@@ -71,7 +77,7 @@ def main(args: argparse.Namespace) -> None:
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
 
-    init_cpu_distributed(args.launcher)
+    prepare_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         runner = RUNNERS.build(cfg)
     else:

@@ -1,7 +1,6 @@
 import os.path as osp
-from typing import Any, List
-
 from mmdet.datasets import CocoDataset as MMDetCocoDataset
+from typing import Any, List
 
 from mmdet_cdetr.registry import DATASETS
 

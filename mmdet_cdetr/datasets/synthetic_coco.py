@@ -5,13 +5,12 @@ the convergence study train on this. Each class is a shape with its own hue
 range, drawn on a noisy background; objects are large enough for a small
 from-scratch backbone to localise them in a few minutes.
 """
+import cv2
 import json
+import numpy as np
 import os.path as osp
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
-
-import cv2
-import numpy as np
 
 CLASSES = ('square', 'circle', 'triangle')
 # Hue (OpenCV's 0-179 range) centre of each class.
@@ -55,8 +54,8 @@ def make_image(rng: np.random.Generator, img_size: int, max_objects: int,
     """One image (BGR uint8) and its objects as dicts with ``bbox`` (xywh)
     and ``label``."""
     base = rng.integers(40, 100)
-    img = np.clip(
-        rng.normal(base, 8, (img_size, img_size, 3)), 0, 255).astype(np.uint8)
+    img = np.clip(rng.normal(base, 8, (img_size, img_size, 3)), 0,
+                  255).astype(np.uint8)
     objects: List[Dict] = []
     if rng.random() < empty_prob:
         return img, objects
@@ -124,8 +123,8 @@ def make_synthetic_coco(out_dir: str,
                         bbox=[float(v) for v in obj['bbox']],
                         area=float(w * h),
                         iscrowd=0))
-        ann_file = osp.join(str(root), 'annotations',
-                            f'instances_{split}.json')
+        ann_file = osp.join(
+            str(root), 'annotations', f'instances_{split}.json')
         with open(ann_file, 'w', encoding='utf-8') as f:
             json.dump(
                 dict(

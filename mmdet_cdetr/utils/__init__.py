@@ -1,6 +1,7 @@
 from .checkpoint_safety import allow_mmengine_checkpoints
-from .cli import init_cpu_distributed, report_user_errors
+from .cli import prepare_cpu_distributed, report_user_errors
 
 __all__ = [
-    'allow_mmengine_checkpoints', 'init_cpu_distributed', 'report_user_errors'
+    'allow_mmengine_checkpoints', 'prepare_cpu_distributed',
+    'report_user_errors'
 ]

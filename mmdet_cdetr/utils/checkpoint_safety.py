@@ -1,14 +1,28 @@
 """Allow-list of what MMEngine writes into its checkpoints.
 
 Since torch 2.6 ``torch.load`` unpickles only allow-listed globals
-(``weights_only=True``). MMEngine's checkpoints also hold its message hub
-(``HistoryBuffer`` objects with numpy arrays and scalars), so resuming and
-testing fail. Registering exactly those globals keeps the safety on: a
-checkpoint carrying any other pickled callable is still refused.
+(``weights_only=True``). MMEngine's checkpoints also hold its message hub:
+``HistoryBuffer`` objects with numpy arrays and scalars, and their
+statistics methods, pickled as ``getattr(HistoryBuffer, 'min')``. Resuming
+and testing then fail. Registering exactly those globals keeps the safety
+on: any other pickled callable is still refused, and ``getattr`` only
+resolves HistoryBuffer's statistics methods, never an arbitrary attribute.
 """
 import numpy as np
+import pickle
 import torch
 from mmengine.logging import HistoryBuffer
+from typing import Any
+
+
+def history_buffer_method(obj: Any, name: str) -> Any:
+    """``getattr`` as the unpickler may call it: HistoryBuffer's registered
+    statistics methods (min, max, mean, current, ...) and nothing else."""
+    if obj is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'getattr({obj!r}, {name!r}) is not among what MMEngine writes into '
+        'checkpoints (only HistoryBuffer statistics methods are allowed)')
 
 
 def _numpy_globals() -> list:
@@ -25,5 +39,11 @@ def _numpy_globals() -> list:
 def allow_mmengine_checkpoints() -> None:
     """Add MMEngine's checkpoint contents to torch's safe globals."""
     add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is not None:  # torch < 2.4 loads without a list
-        add_safe_globals([HistoryBuffer] + _numpy_globals())
+    if add_safe_globals is None:  # torch < 2.4 loads everything anyway
+        return
+    # Instantiating one buffer registers the built-in statistics methods.
+    HistoryBuffer()
+    add_safe_globals([HistoryBuffer] + _numpy_globals() + [
+        (history_buffer_method, '__builtin__.getattr'),
+        (history_buffer_method, 'builtins.getattr'),
+    ])

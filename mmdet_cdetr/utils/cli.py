@@ -2,23 +2,26 @@
 import os
 import pickle
 import sys
-from contextlib import contextmanager
-from typing import Iterator, Optional
-
 import torch
 import torch.distributed as dist
+from contextlib import contextmanager
+from mmengine.config import Config
+from typing import Iterator, Optional
 
 # Exceptions that mean "the input is wrong" rather than "the code is wrong":
 # the tools report them in one line instead of a traceback.
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError,
-               pickle.UnpicklingError)
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError, pickle.UnpicklingError)
 
 
-def _last_line(err: BaseException) -> str:
+def _summary(err: BaseException) -> str:
     """The useful line of an error, also when a data-loader worker wrapped
-    it with its whole traceback."""
+    it with its whole traceback or torch explained its options at length."""
     text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-    lines = [line for line in str(text).splitlines() if line.strip()]
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    marker = 'WeightsUnpickler error: '
+    for line in lines:
+        if marker in line:
+            return line.split(marker, 1)[1]
     if not lines:
         return type(err).__name__
     last = lines[-1]
@@ -39,24 +42,33 @@ def report_user_errors(checkpoint: Optional[str] = None) -> Iterator[None]:
     except USER_ERRORS as err:
         if os.environ.get('MMDET_CDETR_TRACEBACK'):
             raise
-        message = _last_line(err)
+        message = _summary(err)
         if isinstance(err, pickle.UnpicklingError):
-            message = (f'refused to load checkpoint {checkpoint or ""}: it holds '
-                       'a pickled object that is not on the allow-list of '
-                       'what MMEngine checkpoints contain (torch.load with '
-                       f'weights_only=True): {message}')
+            message = (
+                f'refused to load checkpoint {checkpoint or ""}: it holds '
+                'a pickled object that is not on the allow-list of '
+                'what MMEngine checkpoints contain (torch.load with '
+                f'weights_only=True): {message}')
         print(f'error: {message}', file=sys.stderr)
         sys.exit(1)
 
 
-def init_cpu_distributed(launcher: str) -> None:
-    """Start a gloo process group for ``--launcher pytorch`` without GPUs.
+def prepare_cpu_distributed(cfg: Config) -> None:
+    """Let ``--launcher pytorch`` run on a machine without GPUs.
 
-    mmengine's launcher calls ``torch.cuda.set_device`` unconditionally;
-    initialising the group first lets the runner skip that on CPU-only
-    machines, so ``tools/dist_train.sh CONFIG 2`` trains here too.
+    mmengine's launcher calls ``torch.cuda.set_device`` and wraps the model
+    in DDP with ``device_ids=[LOCAL_RANK]``; both fail on the CPU. Starting
+    a gloo process group first (the runner then skips its own) and wrapping
+    without device ids makes ``tools/dist_train.sh CONFIG 2`` train here.
+    On GPUs nothing changes.
     """
-    if launcher != 'pytorch' or torch.cuda.is_available():
+    if cfg.launcher != 'pytorch' or torch.cuda.is_available():
         return
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel',
+            device_ids=None,
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))

@@ -1,5 +1,3 @@
-from typing import List, Tuple
-
 import torch
 from mmdet.models.dense_heads import DETRHead
 from mmdet.models.layers.transformer import inverse_sigmoid
@@ -9,6 +7,7 @@ from mmdet.utils import InstanceList
 from mmengine.model import bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
+from typing import List, Tuple
 
 from mmdet_cdetr.registry import MODELS
 
@@ -51,9 +50,10 @@ class ConditionalDETRHead(DETRHead):
         """
         offsets = self.fc_reg(self.activate(self.reg_ffn(hidden_states)))
         reference_logits = inverse_sigmoid(references)
-        reference_logits = torch.cat(
-            [reference_logits,
-             reference_logits.new_zeros(reference_logits.shape)], -1)
+        reference_logits = torch.cat([
+            reference_logits,
+            reference_logits.new_zeros(reference_logits.shape)
+        ], -1)
         bbox_preds = (offsets + reference_logits).sigmoid()
         return self.fc_cls(hidden_states), bbox_preds
 

@@ -1,8 +1,7 @@
-from typing import Dict, Optional
-
 from mmdet.models.detectors import DETR
 from mmdet.models.layers import DetrTransformerEncoder, SinePositionalEncoding
 from torch import Tensor, nn
+from typing import Dict, Optional
 
 from mmdet_cdetr.registry import MODELS
 from ..layers import ConditionalDetrTransformerDecoder
@@ -31,8 +30,8 @@ class ConditionalDETR(DETR):
                 'positional_encoding.num_feats must be half of embed_dims, '
                 f'got num_feats={num_feats} and embed_dims={self.embed_dims}.')
 
-    def forward_decoder(self, query: Tensor, query_pos: Tensor,
-                        memory: Tensor, memory_mask: Optional[Tensor],
+    def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor,
+                        memory_mask: Optional[Tensor],
                         memory_pos: Tensor) -> Dict:
         hidden_states, references = self.decoder(
             query=query,

@@ -1,10 +1,9 @@
 import math
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor, nn
+from typing import Optional
 
 from mmdet_cdetr.registry import MODELS
 
@@ -115,15 +114,15 @@ class ConditionalAttention(BaseModule):
                                       ref_sine_embed, is_first)
         else:
             q, k, v = self._self_qkv(query, query_pos)
-        out = self._attend(q, k, v, self._merge_masks(attn_mask,
-                                                      key_padding_mask))
+        out = self._attend(q, k, v,
+                           self._merge_masks(attn_mask, key_padding_mask))
         return query + self.proj_drop(self.out_proj(out))
 
     def _split_heads(self, x: Tensor) -> Tensor:
         """(bs, n, c) -> (bs, num_heads, n, c // num_heads)."""
         bs, n, c = x.shape
-        return x.view(bs, n, self.num_heads, c // self.num_heads).transpose(
-            1, 2)
+        return x.view(bs, n, self.num_heads,
+                      c // self.num_heads).transpose(1, 2)
 
     def _self_qkv(self, query: Tensor, query_pos: Tensor):
         q = self.qcontent_proj(query) + self.qpos_proj(query_pos)

@@ -1,10 +1,9 @@
-from typing import Optional
-
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import FFN
 from mmdet.models.layers import DetrTransformerDecoderLayer
 from mmengine.model import ModuleList
 from torch import Tensor
+from typing import Optional
 
 from mmdet_cdetr.registry import MODELS
 from .conditional_attention import ConditionalAttention
@@ -55,8 +54,7 @@ class ConditionalDetrTransformerDecoderLayer(DetrTransformerDecoderLayer):
             is_first: Whether this is the first decoder layer.
         """
         query = self.norms[0](
-            self.self_attn(
-                query, query, query_pos, attn_mask=self_attn_mask))
+            self.self_attn(query, query, query_pos, attn_mask=self_attn_mask))
         query = self.norms[1](
             self.cross_attn(
                 query,
