@@ -16,9 +16,9 @@ $(VENV)/.installed: requirements.txt setup.py setup.cfg
 	# Keep a torch that is already importable (e.g. a user's CUDA build);
 	# otherwise take the pinned wheel explicitly, never an unpinned one.
 	$(PY) -c 'import torch' 2>/dev/null || $(PIP) install torch==$(TORCH_VERSION)
-	# mmcv's setup.py imports pkg_resources: setuptools<70 (after torch,
-	# which may pull a newer one).
-	$(PIP) install --quiet --upgrade pip 'setuptools<70' wheel ninja numpy
+	# Build tools for mmcv (its setup.py needs numpy, ninja and the
+	# setuptools that torch pulled in, which still ships pkg_resources).
+	$(PIP) install --quiet --upgrade pip wheel ninja numpy
 	# mmcv 2.1.0 is only published as source on PyPI: build it with its ops
 	# against the torch above (pip caches the wheel, so this is slow only once).
 	$(PY) -c 'import mmcv.ops' 2>/dev/null || \
