@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import R50_CONFIG, build_quick_model
+from conftest import R50_CONFIG, REPO, build_quick_model
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.structures import InstanceData
@@ -113,3 +113,17 @@ def test_gradients_reach_every_trainable_parameter():
         f'decoder.layers.0.self_attn.{proj}.weight'
         for proj in ('qcontent_proj', 'kcontent_proj', 'v_proj')
     }
+
+
+@pytest.mark.parametrize('name, detector', [
+    ('detr_r50_8x2_150e_coco', 'DETR'),
+    ('deformable_detr_r50_16x2_50e_coco', 'DeformableDETR'),
+    ('dab_detr_r50_8x2_50e_coco', 'DABDETR'),
+    ('mmdet_conditional_detr_r50_8x2_50e_coco', 'ConditionalDETR'),
+])
+def test_comparison_configs_build_mmdets_models(name, detector):
+    cfg = Config.fromfile(str(REPO / f'configs/comparison/{name}.py'))
+    assert cfg.default_scope == 'mmdet_cdetr'
+    model = MODELS.build(cfg.model)
+    assert type(model).__name__ == detector
+    assert type(model).__module__.startswith('mmdet.models')

@@ -1,0 +1,7 @@
+# DETR, ResNet-50, 150 epochs (mmdet zoo: 40.1 AP).
+# MMDetection's own model, unchanged, for side-by-side runs with our tools
+# (which also load MMEngine checkpoints under torch >= 2.6).
+_base_ = 'mmdet::detr/detr_r50_8xb2-150e_coco.py'
+
+default_scope = 'mmdet_cdetr'
+custom_imports = dict(imports=['mmdet_cdetr'], allow_failed_imports=False)
