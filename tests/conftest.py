@@ -1,13 +1,14 @@
 import os
 import os.path as osp
-import pytest
 import subprocess
 import sys
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from pathlib import Path
-from typing import List, Optional
 
 import mmdet_cdetr  # noqa: F401  (registers the components)
 from mmdet_cdetr.datasets import make_synthetic_coco

@@ -1,6 +1,7 @@
 """Bad input ends in one line that names the file, key or shapes."""
-import pytest
 import shutil
+
+import pytest
 from conftest import run_tool
 from test_end_to_end import write_config
 

@@ -1,6 +1,7 @@
 import io
-import numpy as np
 import pickle
+
+import numpy as np
 import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub

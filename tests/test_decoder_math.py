@@ -1,6 +1,7 @@
 """The decoder against a plain, loop-by-loop computation of the paper's
 equations for a tiny case."""
 import math
+
 import torch
 import torch.nn.functional as F
 

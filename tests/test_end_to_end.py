@@ -1,13 +1,14 @@
 """Train, evaluate, save, reload and resume through the tools, on the
 synthetic data, as a user would."""
 import os
-import pytest
 import re
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 import torch
 from conftest import QUICK_CONFIG, REPO, run_tool
-from pathlib import Path
 
 
 def write_config(path: Path, data_root: str, **overrides: str) -> str:

@@ -4,21 +4,18 @@
 with mmdet's ``CocoMetric``, whatever evaluator the config names.
 """
 import argparse
-import os
 import os.path as osp
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from mmdet_cdetr.utils import prepare_cpu_distributed, report_user_errors
+from mmengine.config import Config, ConfigDict
+
+from mmdet_cdetr.utils import (add_runner_args, build_runner, load_config,
+                               report_user_errors)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and eval) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument(
-        '--work-dir', help='the dir to save the file with evaluation metrics')
     parser.add_argument(
         '--eval',
         nargs='+',
@@ -36,29 +33,15 @@ def parse_args() -> argparse.Namespace:
         'the work dir of the run')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, key=value pairs')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_args(parser)
+    return parser.parse_args()
 
 
 def use_coco_metric(cfg: Config, metrics: list) -> None:
     """Evaluate ``metrics`` with CocoMetric on the test annotation file."""
     evaluator = cfg.test_evaluator
-    if isinstance(evaluator,
-                  dict) and evaluator.get('type') in ('CocoMetric',
-                                                      'mmdet.CocoMetric'):
+    coco_types = ('CocoMetric', 'mmdet.CocoMetric')
+    if isinstance(evaluator, dict) and evaluator.get('type') in coco_types:
         evaluator.metric = metrics
         return
     dataset = cfg.test_dataloader.dataset
@@ -84,15 +67,7 @@ def enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint
@@ -108,12 +83,7 @@ def main(args: argparse.Namespace) -> None:
             ConfigDict(type='mmdet.DumpDetResults', out_file_path=args.out)
         ]
 
-    prepare_cpu_distributed(cfg)
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.test()
+    build_runner(cfg).test()
 
 
 if __name__ == '__main__':

@@ -1,20 +1,16 @@
 """Train a detector (mmdet's ``tools/train.py`` flags)."""
 import argparse
-import os
-import os.path as osp
-import torch
-from mmengine.config import Config, DictAction
-from mmengine.device import is_mlu_available, is_npu_available
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from mmdet_cdetr.utils import prepare_cpu_distributed, report_user_errors
+import torch
+from mmengine.device import is_mlu_available, is_npu_available
+
+from mmdet_cdetr.utils import (add_runner_args, build_runner, load_config,
+                               report_user_errors)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a detector')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -31,33 +27,12 @@ def parse_args() -> argparse.Namespace:
         const='auto',
         help='resume from the given checkpoint, or from the latest one in '
         'the work dir when no path is given')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, key=value pairs')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_args(parser)
+    return parser.parse_args()
 
 
 def main(args: argparse.Namespace) -> None:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     if args.amp:
         if not (torch.cuda.is_available() or is_npu_available()
                 or is_mlu_available()):
@@ -67,8 +42,7 @@ def main(args: argparse.Namespace) -> None:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
-        if 'auto_scale_lr' not in cfg or \
-                'base_batch_size' not in cfg.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise KeyError(f'{args.config} has no auto_scale_lr.'
                            'base_batch_size, needed by --auto-scale-lr')
         cfg.auto_scale_lr.enable = True
@@ -76,13 +50,7 @@ def main(args: argparse.Namespace) -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-
-    prepare_cpu_distributed(cfg)
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
+    build_runner(cfg).train()
 
 
 if __name__ == '__main__':

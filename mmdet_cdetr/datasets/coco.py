@@ -1,6 +1,7 @@
 import os.path as osp
-from mmdet.datasets import CocoDataset as MMDetCocoDataset
 from typing import Any, List
+
+from mmdet.datasets import CocoDataset as MMDetCocoDataset
 
 from mmdet_cdetr.registry import DATASETS
 

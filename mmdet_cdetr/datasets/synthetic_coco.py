@@ -5,12 +5,13 @@ the convergence study train on this. Each class is a shape with its own hue
 range, drawn on a noisy background; objects are large enough for a small
 from-scratch backbone to localise them in a few minutes.
 """
-import cv2
 import json
-import numpy as np
 import os.path as osp
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
+
+import cv2
+import numpy as np
 
 CLASSES = ('square', 'circle', 'triangle')
 # Hue (OpenCV's 0-179 range) centre of each class.

@@ -1,7 +1,8 @@
 from .checkpoint_safety import allow_mmengine_checkpoints
-from .cli import prepare_cpu_distributed, report_user_errors
+from .cli import (add_runner_args, build_runner, load_config,
+                  prepare_cpu_distributed, report_user_errors)
 
 __all__ = [
-    'allow_mmengine_checkpoints', 'prepare_cpu_distributed',
-    'report_user_errors'
+    'add_runner_args', 'allow_mmengine_checkpoints', 'build_runner',
+    'load_config', 'prepare_cpu_distributed', 'report_user_errors'
 ]

@@ -8,11 +8,12 @@ and testing then fail. Registering exactly those globals keeps the safety
 on: any other pickled callable is still refused, and ``getattr`` only
 resolves HistoryBuffer's statistics methods, never an arbitrary attribute.
 """
-import numpy as np
 import pickle
+from typing import Any
+
+import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
-from typing import Any
 
 
 def history_buffer_method(obj: Any, name: str) -> Any:

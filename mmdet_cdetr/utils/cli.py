@@ -1,12 +1,17 @@
 """Shared start-up and error reporting of the ``tools/`` command lines."""
+import argparse
 import os
+import os.path as osp
 import pickle
 import sys
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
 import torch
 import torch.distributed as dist
-from contextlib import contextmanager
-from mmengine.config import Config
-from typing import Iterator, Optional
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
 # Exceptions that mean "the input is wrong" rather than "the code is wrong":
 # the tools report them in one line instead of a traceback.
@@ -72,3 +77,43 @@ def prepare_cpu_distributed(cfg: Config) -> None:
             device_ids=None,
             broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def add_runner_args(parser: argparse.ArgumentParser) -> None:
+    """The flags mmdet's train.py and test.py share."""
+    parser.add_argument('--work-dir', help='the dir to save logs and results')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, key=value pairs')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config of ``args.config`` with the shared flags applied."""
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """MMEngine's runner for ``cfg`` (also on CPU-only distributed runs)."""
+    prepare_cpu_distributed(cfg)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)

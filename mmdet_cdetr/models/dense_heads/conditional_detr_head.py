@@ -1,3 +1,5 @@
+from typing import List, Tuple
+
 import torch
 from mmdet.models.dense_heads import DETRHead
 from mmdet.models.layers.transformer import inverse_sigmoid
@@ -7,7 +9,6 @@ from mmdet.utils import InstanceList
 from mmengine.model import bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
-from typing import List, Tuple
 
 from mmdet_cdetr.registry import MODELS
 

@@ -1,7 +1,8 @@
+from typing import Dict, Optional
+
 from mmdet.models.detectors import DETR
 from mmdet.models.layers import DetrTransformerEncoder, SinePositionalEncoding
 from torch import Tensor, nn
-from typing import Dict, Optional
 
 from mmdet_cdetr.registry import MODELS
 from ..layers import ConditionalDetrTransformerDecoder

@@ -1,9 +1,10 @@
 import math
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor, nn
-from typing import Optional
 
 from mmdet_cdetr.registry import MODELS
 

@@ -1,10 +1,11 @@
+from typing import Optional, Tuple
+
 import torch
 from mmcv.cnn import build_norm_layer
 from mmdet.models.layers import MLP, DetrTransformerDecoder
 from mmdet.models.layers.transformer.utils import coordinate_to_encoding
 from mmengine.model import ModuleList
 from torch import Tensor
-from typing import Optional, Tuple
 
 from mmdet_cdetr.registry import MODELS
 from .conditional_detr_decoder_layer import \

@@ -1,9 +1,10 @@
+from typing import Optional
+
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import FFN
 from mmdet.models.layers import DetrTransformerDecoderLayer
 from mmengine.model import ModuleList
 from torch import Tensor
-from typing import Optional
 
 from mmdet_cdetr.registry import MODELS
 from .conditional_attention import ConditionalAttention
