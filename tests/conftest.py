@@ -79,7 +79,7 @@ def run_tool(args: List[str],
 # Conditional DETR for the 80 COCO classes at toy size: a bottleneck
 # ResNet-50 of 1/8 width (HuggingFace's ResNet mirrors it), d_model 64.
 TINY_COCO_CONFIG = f"""_base_ = '{R50_CONFIG}'
-embed_dims = 64
+embed_dims = {{embed_dims}}
 attention = dict(embed_dims=embed_dims, num_heads=4)
 ffn = dict(embed_dims=embed_dims, feedforward_channels=128)
 model = dict(
@@ -98,8 +98,11 @@ PARITY_IMAGE_SHAPES = ((160, 224), (224, 128))
 PARITY_TOL = 1e-4  # max abs difference of logits and normalised boxes
 
 
-def write_tiny_coco_config(path: Path, extra: str = '') -> str:
-    path.write_text(TINY_COCO_CONFIG + extra)
+def write_tiny_coco_config(path: Path,
+                           extra: str = '',
+                           embed_dims: int = 64) -> str:
+    """``TINY_COCO_CONFIG`` (of width ``embed_dims``) plus ``extra``."""
+    path.write_text(TINY_COCO_CONFIG.format(embed_dims=embed_dims) + extra)
     return str(path)
 
 
