@@ -125,8 +125,9 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> None:
                 new = torch.randn(value.shape, generator=gen) * 0.1
             else:  # linear layers get peaky attention, as trained ones
                 gain = 2. if value.dim() == 2 and 'decoder' in name else 1.
-                new = torch.randn(value.shape, generator=gen) * (
-                    gain / value[0].numel()**0.5)
+                new = torch.randn(
+                    value.shape, generator=gen) * (
+                        gain / value[0].numel()**0.5)
             value.copy_(new)
 
 
@@ -143,8 +144,8 @@ def parity_batch(model: torch.nn.Module, with_gt: bool = False):
         img, _ = make_image(rng, max(h, w), 3, 0.2, 0.5, empty_prob=0)
         inputs.append(torch.from_numpy(img[:h, :w]).permute(2, 0, 1))
         sample = DetDataSample(
-            metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
-                          scale_factor=(1., 1.)))
+            metainfo=dict(
+                img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.)))
         if with_gt:
             sample.gt_instances = InstanceData(
                 bboxes=torch.tensor([[10., 20., 90., 120.]]),
@@ -184,8 +185,8 @@ def assert_same_detections(ours: list, theirs: list) -> dict:
         assert torch.equal(mine.labels, ref.labels)
         diffs['scores'] = max(diffs['scores'],
                               (mine.scores - ref.scores).abs().max().item())
-        diffs['bboxes_px'] = max(
-            diffs['bboxes_px'], (mine.bboxes - ref.bboxes).abs().max().item())
+        diffs['bboxes_px'] = max(diffs['bboxes_px'],
+                                 (mine.bboxes - ref.bboxes).abs().max().item())
     assert diffs['scores'] <= 1e-5 and diffs['bboxes_px'] <= 0.01
     return diffs
 
@@ -251,8 +252,10 @@ def hf_reference(tmp_path_factory):
         decoder_attention_heads=4,
         num_queries=30,
         id2label=id2label,
-        label2id={name: i
-                  for i, name in id2label.items()})
+        label2id={
+            name: i
+            for i, name in id2label.items()
+        })
     model = transformers.ConditionalDetrForObjectDetection(config)
     randomize_(model, seed=1)
     model.eval()
@@ -320,6 +323,10 @@ def assert_matches_hf(ours: torch.nn.Module, hf: torch.nn.Module) -> dict:
             detections(ours, inputs, samples),
             hf_detections(reference, samples)))
     return diffs
+
+
+# Where the hub's HuggingFace checkpoints keep the backbone.
+HUB_BACKBONE = 'model.backbone.conv_encoder.model.'
 
 
 def hf_resnet_to_torchvision(name: str) -> str:

@@ -32,8 +32,8 @@ def test_coco_facts():
     assert len(COCO_CLASSES) == len(set(COCO_CATEGORY_IDS)) == 80
     assert list(COCO_CATEGORY_IDS) == sorted(COCO_CATEGORY_IDS)
     assert COCO_CATEGORY_IDS[-1] == 90
-    assert {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}.isdisjoint(
-        COCO_CATEGORY_IDS)
+    assert {12, 26, 29, 30, 45, 66, 68, 69, 71,
+            83}.isdisjoint(COCO_CATEGORY_IDS)
 
 
 def test_id2label_decides_the_rows():
@@ -62,7 +62,8 @@ def test_rename_reports_unused_keys():
 def _official_backbone_keys(blocks):
     return {
         f'backbone.0.body.layer{stage + 1}.{block}.conv1.weight': None
-        for stage, count in enumerate(blocks) for block in range(count)
+        for stage, count in enumerate(blocks)
+        for block in range(count)
     }
 
 
@@ -74,12 +75,13 @@ def test_official_backbone_depth():
 
 
 @pytest.mark.parametrize('hf_config,name', [
-    (dict(backbone='resnet50', use_timm_backbone=True),
-     'conditional_detr_r50_8x2_50e_coco.py'),
-    (dict(backbone='resnet101', dilation=True),
-     'conditional_detr_r101_dc5_8x1_50e_coco.py'),
-    (dict(backbone_config=dict(model_type='resnet', depths=[3, 4, 6, 3]),
-          dilation=False), 'conditional_detr_r50_8x2_50e_coco.py'),
+    (dict(backbone='resnet50',
+          use_timm_backbone=True), 'conditional_detr_r50_8x2_50e_coco.py'),
+    (dict(backbone='resnet101',
+          dilation=True), 'conditional_detr_r101_dc5_8x1_50e_coco.py'),
+    (dict(
+        backbone_config=dict(model_type='resnet', depths=[3, 4, 6, 3]),
+        dilation=False), 'conditional_detr_r50_8x2_50e_coco.py'),
 ])
 def test_hf_default_config(hf_config, name):
     path = Path(hf_default_config(hf_config))

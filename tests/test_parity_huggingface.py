@@ -10,12 +10,13 @@ run on a batch of two images of different sizes.
 import json
 import pytest
 import torch
-from conftest import (assert_finite_training_step, assert_matches_hf,
-                      hf_resnet_to_torchvision, load_converted, run_tool)
+from conftest import (HUB_BACKBONE, assert_finite_training_step,
+                      assert_matches_hf, hf_resnet_to_torchvision,
+                      load_converted, run_tool)
 from safetensors.torch import load_file
 
-from mmdet_cdetr.converters import (COCO_CLASSES, convert_huggingface,
-                                    finish, load_huggingface)
+from mmdet_cdetr.converters import (COCO_CLASSES, convert_huggingface, finish,
+                                    load_huggingface)
 
 CONVERTER = 'tools/model_converters/huggingface2mmdet.py'
 
@@ -24,10 +25,11 @@ CONVERTER = 'tools/model_converters/huggingface2mmdet.py'
 def converted(hf_reference, tiny_coco_config, tmp_path_factory):
     """The hub-layout directory converted by the command line."""
     out = tmp_path_factory.mktemp('converted') / 'hf.pth'
-    result = run_tool(
-        [CONVERTER,
-         str(hf_reference.dir),
-         str(out), '--config', tiny_coco_config])
+    result = run_tool([
+        CONVERTER,
+        str(hf_reference.dir),
+        str(out), '--config', tiny_coco_config
+    ])
     assert result.returncode == 0, result.stderr[-3000:]
     return dict(path=out, log=result.stdout)
 
@@ -69,19 +71,20 @@ def test_transformers5_names_bin(hf_reference, tiny_coco_config, tmp_path):
         hf_reference.model)
 
 
+def _timm_name(key: str) -> str:
+    if not key.startswith(HUB_BACKBONE):
+        return key
+    return HUB_BACKBONE + hf_resnet_to_torchvision(key[len(HUB_BACKBONE):])
+
+
 def test_hub_timm_layout_bin(hf_reference, tiny_coco_config, tmp_path):
     """The hub's layout (timm ResNet backbone; timm cannot be installed
     here), written from the reference weights with torchvision's names."""
     hub = load_file(str(hf_reference.dir / 'model.safetensors'))
-    prefix = 'model.backbone.conv_encoder.model.'
-    timm_state = {
-        prefix + hf_resnet_to_torchvision(key[len(prefix):])
-        if key.startswith(prefix) else key: value
-        for key, value in hub.items()
-    }
+    timm_state = {_timm_name(key): value for key, value in hub.items()}
     for key in ('layer4.2.bn3.running_var', 'layer1.0.downsample.0.weight',
                 'bn1.weight', 'layer3.5.conv2.weight'):
-        assert f'model.backbone.conv_encoder.model.{key}' in timm_state
+        assert f'{HUB_BACKBONE}{key}' in timm_state
     model_dir = tmp_path / 'hub'
     model_dir.mkdir()
     torch.save(timm_state, model_dir / 'pytorch_model.bin')

@@ -24,8 +24,7 @@ from mmdet_cdetr.registry import MODELS
 @pytest.fixture(scope='module')
 def config_256(tmp_path_factory) -> str:
     return write_tiny_coco_config(
-        tmp_path_factory.mktemp('config') / 'tiny_coco_256.py',
-        embed_dims=256)
+        tmp_path_factory.mktemp('config') / 'tiny_coco_256.py', embed_dims=256)
 
 
 @pytest.fixture(scope='module')
@@ -56,8 +55,8 @@ def assert_matches_builtin(ours: torch.nn.Module,
     assert (logits - ref_logits).abs().max() <= PARITY_TOL
     assert (boxes - ref_boxes).abs().max() <= PARITY_TOL
     assert_same_detections(
-        detections(ours, inputs, samples),
-        detections(builtin, inputs, samples))
+        detections(ours, inputs, samples), detections(builtin, inputs,
+                                                      samples))
 
 
 def test_builtin_checkpoint_loads_directly(builtin, config_256):
@@ -66,8 +65,7 @@ def test_builtin_checkpoint_loads_directly(builtin, config_256):
     assert_matches_builtin(ours, builtin['model'])
 
 
-def test_zoo_converter_passes_it_through(builtin, config_256,
-                                         tmp_path):
+def test_zoo_converter_passes_it_through(builtin, config_256, tmp_path):
     out = tmp_path / 'checked.pth'
     result = run_tool([
         'tools/model_converters/mmdet_zoo2mmdet.py',
@@ -81,10 +79,8 @@ def test_zoo_converter_passes_it_through(builtin, config_256,
     source = builtin['model'].state_dict()
     assert list(converted) == list(source)
     assert all(torch.equal(converted[key], source[key]) for key in source)
-    assert_matches_builtin(
-        load_converted(config_256, out), builtin['model'])
+    assert_matches_builtin(load_converted(config_256, out), builtin['model'])
 
 
 def test_training_step_on_builtin_weights(builtin, config_256):
-    assert_finite_training_step(
-        load_converted(config_256, builtin['path']))
+    assert_finite_training_step(load_converted(config_256, builtin['path']))

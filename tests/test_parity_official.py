@@ -15,8 +15,9 @@ import json
 import pytest
 import re
 import torch
-from conftest import (assert_matches_hf, hf_resnet_to_torchvision,
-                      load_converted, run_tool, write_tiny_coco_config)
+from conftest import (HUB_BACKBONE, assert_matches_hf,
+                      hf_resnet_to_torchvision, load_converted, run_tool,
+                      write_tiny_coco_config)
 from safetensors.torch import load_file
 
 from mmdet_cdetr.converters import COCO_CATEGORY_IDS, COCO_CLASSES
@@ -37,7 +38,6 @@ OFFICIAL_NAMES = [
     (r'class_labels_classifier\.', 'class_embed.'),
     (r'bbox_predictor\.', 'bbox_embed.'),
 ]
-HUB_BACKBONE = 'model.backbone.conv_encoder.model.'
 
 
 def official_state(hub: dict) -> dict:
@@ -67,8 +67,8 @@ def official_state(hub: dict) -> dict:
 @pytest.fixture(scope='module')
 def official(hf_reference, tiny_coco_config, tmp_path_factory):
     tmp = tmp_path_factory.mktemp('official')
-    state = official_state(load_file(str(hf_reference.dir /
-                                         'model.safetensors')))
+    state = official_state(
+        load_file(str(hf_reference.dir / 'model.safetensors')))
     src = tmp / 'ConditionalDETR_tiny_epoch50.pth'
     torch.save(
         dict(
@@ -76,8 +76,7 @@ def official(hf_reference, tiny_coco_config, tmp_path_factory):
             optimizer=dict(state={}, param_groups=[dict(lr=1e-4)]),
             lr_scheduler=dict(step_size=40, last_epoch=50),
             epoch=49,
-            args=argparse.Namespace(backbone='resnet50', dilation=False)),
-        src)
+            args=argparse.Namespace(backbone='resnet50', dilation=False)), src)
     out = tmp / 'converted.pth'
     result = run_tool([
         'tools/model_converters/official2mmdet.py',
@@ -117,12 +116,13 @@ def test_conversion_is_complete(official):
     # mmdet label i <- official logit of COCO category id
     weight = official['state']['class_embed.weight']
     for label, name, category_id in ((0, 'person', 1), (11, 'stop sign', 13),
-                                     (60, 'dining table', 67),
-                                     (79, 'toothbrush', 90)):
+                                     (60, 'dining table',
+                                      67), (79, 'toothbrush', 90)):
         assert COCO_CLASSES[label] == name
         assert COCO_CATEGORY_IDS[label] == category_id
-        assert torch.equal(ckpt['state_dict']['bbox_head.fc_cls.weight'][label],
-                           weight[category_id])
+        assert torch.equal(
+            ckpt['state_dict']['bbox_head.fc_cls.weight'][label],
+            weight[category_id])
 
 
 def test_matches_huggingface(official, hf_reference, tiny_coco_config):
@@ -145,8 +145,8 @@ def _coco80_annotations(synthetic_root: str, out: str) -> None:
         json.dump(data, f)
 
 
-def test_converted_checkpoint_evaluates_with_test_tool(
-        official, synthetic_root):
+def test_converted_checkpoint_evaluates_with_test_tool(official,
+                                                       synthetic_root):
     ann = str(official['tmp'] / 'instances_val_coco80.json')
     _coco80_annotations(synthetic_root, ann)
     config = write_tiny_coco_config(
@@ -174,6 +174,5 @@ test_evaluator = dict(ann_file='{ann}')
     output = result.stdout + result.stderr
     assert 'coco/bbox_mAP' in output
     assert 'Load checkpoint from' in output
-    for warning in ('do not match exactly', 'missing keys',
-                    'unexpected key'):
+    for warning in ('do not match exactly', 'missing keys', 'unexpected key'):
         assert warning not in output

@@ -81,8 +81,7 @@ def _listing(keys: Sequence[str], limit: int = 12) -> str:
     return f'{len(keys)}: {shown}{more}'
 
 
-def rename(state_dict: Dict[str, Tensor],
-           rules: Sequence[Rule]) -> Conversion:
+def rename(state_dict: Dict[str, Tensor], rules: Sequence[Rule]) -> Conversion:
     """Rename keys by the first rule whose pattern matches the whole key.
 
     Args:
@@ -109,8 +108,9 @@ def model_state_shapes(config: str) -> Dict[str, torch.Size]:
     return {key: value.shape for key, value in model.state_dict().items()}
 
 
-def fit_to_model(conversion: Conversion, config: str
-                 ) -> Tuple['OrderedDict[str, Tensor]', ConversionReport]:
+def fit_to_model(
+        conversion: Conversion,
+        config: str) -> Tuple['OrderedDict[str, Tensor]', ConversionReport]:
     """Order ``conversion`` like the model of ``config`` and report the
     keys it leaves unused or unfilled."""
     shapes = model_state_shapes(config)
@@ -130,8 +130,8 @@ def fit_to_model(conversion: Conversion, config: str
     unexpected = [key for key in conversion.state_dict if key not in shapes]
     report = ConversionReport(
         converted=len(state) - bn_counters,
-        unused=conversion.unused + [f'{key} (as named in the model)'
-                                    for key in unexpected],
+        unused=conversion.unused +
+        [f'{key} (as named in the model)' for key in unexpected],
         unfilled=unfilled,
         mismatched=mismatched,
         bn_counters=bn_counters,
@@ -159,8 +159,8 @@ def finish(conversion: Conversion,
         if report.unused:
             problems.append(f'unused source keys {_listing(report.unused)}')
         raise IncompleteConversionError(
-            f'refusing to write a partial checkpoint for {config}: '
-            + '; '.join(problems) + ' (pass --allow-partial to write it '
+            f'refusing to write a partial checkpoint for {config}: ' +
+            '; '.join(problems) + ' (pass --allow-partial to write it '
             'anyway, or --config for the matching model)')
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     torch.save(dict(meta=meta, state_dict=state), out)
@@ -206,9 +206,11 @@ def converter_parser(description: str, source: str) -> argparse.ArgumentParser:
     """Arguments every converter CLI takes."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('src', help=source)
-    parser.add_argument('dst', help='output checkpoint (.pth) for '
-                        'tools/test.py and tools/train.py --cfg-options '
-                        'load_from=...')
+    parser.add_argument(
+        'dst',
+        help='output checkpoint (.pth) for '
+        'tools/test.py and tools/train.py --cfg-options '
+        'load_from=...')
     parser.add_argument(
         '--config',
         help='config of the model the checkpoint is for; its model '
@@ -223,11 +225,12 @@ def converter_parser(description: str, source: str) -> argparse.ArgumentParser:
 
 def convert_and_save(conversion: Conversion,
                      args: argparse.Namespace,
-                     default_config: str,
+                     config: str,
                      source_kind: str,
                      dataset_meta: Optional[dict] = None) -> None:
-    """Check, report and write a conversion as a converter CLI does."""
-    config = args.config or default_config
+    """Check against the model of ``config``, report and write a
+    conversion as the converter CLIs do (``args`` from
+    :func:`converter_parser`)."""
     meta = dict(
         dataset_meta=dataset_meta or dict(classes=COCO_CLASSES),
         converted_from=dict(kind=source_kind, path=str(args.src)),

@@ -77,13 +77,13 @@ RULES: List[Rule] = [
      r'decoder.layers.\1.self_attn.\2.\3'),
     (_DECODER_LAYER + r'ca_(\w+_proj)\.(weight|bias)',
      r'decoder.layers.\1.cross_attn.\2.\3'),
-    (_DECODER_LAYER + r'(self_attn|encoder_attn)\.([qk])_(content|pos|pos_sine)'
+    (_DECODER_LAYER +
+     r'(self_attn|encoder_attn)\.([qk])_(content|pos|pos_sine)'
      r'_proj\.(weight|bias)',
      lambda m: f'decoder.layers.{m[1]}.{_ATTENTION[m[2]]}.{m[3]}{m[4]}_proj.'
      f'{m[5]}'),
     (_DECODER_LAYER + r'(self_attn|encoder_attn)\.(v_proj|out_proj|o_proj)\.'
-     r'(weight|bias)',
-     lambda m: f'decoder.layers.{m[1]}.{_ATTENTION[m[2]]}.'
+     r'(weight|bias)', lambda m: f'decoder.layers.{m[1]}.{_ATTENTION[m[2]]}.'
      f'{"v_proj" if m[3] == "v_proj" else "out_proj"}.{m[4]}'),
     (r'model\.(encoder|decoder)\.layers\.(\d+)\.(?:mlp\.)?fc1\.(weight|bias)',
      r'\1.layers.\2.ffn.layers.0.0.\3'),
@@ -113,8 +113,9 @@ def _pack_in_proj(conversion: Conversion) -> None:
                 f'{base} (only the {"/".join(sorted(parts))} projection)')
 
 
-def load_huggingface(path: str, hf_config: Optional[str] = None
-                     ) -> Tuple[Dict[str, Tensor], dict]:
+def load_huggingface(
+        path: str,
+        hf_config: Optional[str] = None) -> Tuple[Dict[str, Tensor], dict]:
     """State dict and config of a HuggingFace checkpoint.
 
     Args:

@@ -53,7 +53,8 @@ RULES: List[Rule] = [
     (r'backbone\.0\.body\.(.+)', r'backbone.\1'),
     (r'input_proj\.(weight|bias)', r'neck.convs.0.conv.\1'),
     (r'query_embed\.weight', 'query_embedding.weight'),
-    (_ENCODER_LAYER + r'self_attn\.(in_proj_weight|in_proj_bias|out_proj\.\w+)',
+    (_ENCODER_LAYER +
+     r'self_attn\.(in_proj_weight|in_proj_bias|out_proj\.\w+)',
      r'encoder.layers.\1.self_attn.attn.\2'),
     (_DECODER_LAYER + r'sa_(\w+_proj)\.(weight|bias)',
      r'decoder.layers.\1.self_attn.\2.\3'),
@@ -89,8 +90,8 @@ def official_depth(state_dict: Dict[str, Tensor]) -> int:
         found = {
             int(m[1])
             for key in state_dict
-            for m in [re.match(rf'backbone\.0\.body\.layer{stage}\.(\d+)\.',
-                               key)] if m
+            for m in
+            [re.match(rf'backbone\.0\.body\.layer{stage}\.(\d+)\.', key)] if m
         }
         blocks.append(len(found))
     return resnet_depth(blocks)
@@ -101,6 +102,5 @@ def convert_official(state_dict: Dict[str, Tensor]) -> Conversion:
     become mmdet's 80 labels by COCO category id."""
     conversion = rename(state_dict, RULES)
     conversion.notes.append(
-        select_classifier_rows(conversion.state_dict,
-                               list(COCO_CATEGORY_IDS)))
+        select_classifier_rows(conversion.state_dict, list(COCO_CATEGORY_IDS)))
     return conversion

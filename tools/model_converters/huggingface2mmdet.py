@@ -21,11 +21,11 @@ def main() -> None:
     args = parser.parse_args()
     with report_user_errors(checkpoint=args.src):
         state_dict, hf_config = load_huggingface(args.src, args.hf_config)
-        default = args.config or hf_default_config(hf_config)
+        config = args.config or hf_default_config(hf_config)
         convert_and_save(
             convert_huggingface(state_dict, hf_config.get('id2label', {})),
             args,
-            default,
+            config,
             source_kind='huggingface')
 
 

@@ -16,9 +16,9 @@ def main() -> None:
         'ConditionalDETR_r50_epoch50.pth').parse_args()
     with report_user_errors(checkpoint=args.src):
         state_dict = load_official(args.src)
-        default = args.config or zoo_config(official_depth(state_dict))
+        config = args.config or zoo_config(official_depth(state_dict))
         convert_and_save(
-            convert_official(state_dict), args, default, source_kind='official')
+            convert_official(state_dict), args, config, source_kind='official')
 
 
 if __name__ == '__main__':
