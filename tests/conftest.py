@@ -1,10 +1,13 @@
+import copy
 import os
 import os.path as osp
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import List, Optional
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -70,3 +73,276 @@ def run_tool(args: List[str],
         capture_output=True,
         text=True,
         timeout=timeout)
+
+
+# --- Parity with reference implementations (tests/test_parity_*.py) ---
+
+# Conditional DETR for the 80 COCO classes at toy size: a bottleneck
+# ResNet-50 of 1/8 width (HuggingFace's ResNet mirrors it), d_model 64.
+TINY_COCO_CONFIG = f"""_base_ = '{R50_CONFIG}'
+embed_dims = {{embed_dims}}
+attention = dict(embed_dims=embed_dims, num_heads=4)
+ffn = dict(embed_dims=embed_dims, feedforward_channels=128)
+model = dict(
+    num_queries=30,
+    backbone=dict(base_channels=8, init_cfg=None),
+    neck=dict(in_channels=[256], out_channels=embed_dims),
+    positional_encoding=dict(num_feats=embed_dims // 2),
+    encoder=dict(num_layers=2, layer_cfg=dict(self_attn_cfg=attention,
+                                              ffn_cfg=ffn)),
+    decoder=dict(num_layers=2, layer_cfg=dict(self_attn_cfg=attention,
+                                              cross_attn_cfg=attention,
+                                              ffn_cfg=ffn)),
+    bbox_head=dict(embed_dims=embed_dims))
+"""
+PARITY_IMAGE_SHAPES = ((160, 224), (224, 128))
+PARITY_TOL = 1e-4  # max abs difference of logits and normalised boxes
+
+
+def write_tiny_coco_config(path: Path,
+                           extra: str = '',
+                           embed_dims: int = 64) -> str:
+    """``TINY_COCO_CONFIG`` (of width ``embed_dims``) plus ``extra``."""
+    path.write_text(TINY_COCO_CONFIG.format(embed_dims=embed_dims) + extra)
+    return str(path)
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0) -> None:
+    """Random weights that keep activations in a realistic range, for every
+    float parameter and buffer (BatchNorm statistics included), so that no
+    zero-initialised layer hides a mismatch."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, value in module.state_dict(keep_vars=True).items():
+            if not value.is_floating_point():
+                continue
+            if name.endswith('running_var'):
+                new = torch.rand(value.shape, generator=gen) + 0.5
+            elif value.dim() == 1 and name.endswith('weight'):  # norms
+                new = torch.rand(value.shape, generator=gen) + 0.5
+            elif 'embed' in name:  # query positions: spread references
+                new = torch.randn(value.shape, generator=gen)
+            elif value.dim() == 1:
+                new = torch.randn(value.shape, generator=gen) * 0.1
+            else:  # linear layers get peaky attention, as trained ones
+                gain = 2. if value.dim() == 2 and 'decoder' in name else 1.
+                new = torch.randn(
+                    value.shape, generator=gen) * (
+                        gain / value[0].numel()**0.5)
+            value.copy_(new)
+
+
+def parity_batch(model: torch.nn.Module, with_gt: bool = False):
+    """Two synthetic images of different sizes through ``model``'s data
+    preprocessor: normalised, padded inputs and their data samples."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    from mmdet_cdetr.datasets.synthetic_coco import make_image
+    rng = np.random.default_rng(3)
+    inputs, samples = [], []
+    for h, w in PARITY_IMAGE_SHAPES:
+        img, _ = make_image(rng, max(h, w), 3, 0.2, 0.5, empty_prob=0)
+        inputs.append(torch.from_numpy(img[:h, :w]).permute(2, 0, 1))
+        sample = DetDataSample(
+            metainfo=dict(
+                img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.)))
+        if with_gt:
+            sample.gt_instances = InstanceData(
+                bboxes=torch.tensor([[10., 20., 90., 120.]]),
+                labels=torch.tensor([len(samples) * 17]))
+        samples.append(sample)
+    data = model.data_preprocessor(
+        dict(inputs=inputs, data_samples=samples), False)
+    return data['inputs'], data['data_samples']
+
+
+def raw_predictions(model: torch.nn.Module, inputs: torch.Tensor,
+                    samples: list):
+    """Class logits and normalised (cx, cy, w, h) boxes of the last decoder
+    layer, before post-processing."""
+    with torch.no_grad():
+        head_inputs = model.forward_transformer(
+            model.extract_feat(inputs), samples)
+        logits, boxes = model.bbox_head(**head_inputs)
+    return logits[-1], boxes[-1]
+
+
+def detections(model: torch.nn.Module, inputs: torch.Tensor,
+               samples: list) -> list:
+    """Final detections (``pred_instances``) in input-image pixels."""
+    with torch.no_grad():
+        results = model.predict(inputs, copy.deepcopy(samples), rescale=False)
+    return [result.pred_instances for result in results]
+
+
+def assert_same_detections(ours: list, theirs: list) -> dict:
+    """Same labels in the same order, boxes within 0.01 px, scores within
+    1e-5 (each side a list of per-image objects with ``labels``,
+    ``bboxes``, ``scores``). Returns the largest differences."""
+    diffs = dict(scores=0., bboxes_px=0.)
+    for mine, ref in zip(ours, theirs):
+        assert len(mine.labels) == len(ref.labels) > 0
+        assert torch.equal(mine.labels, ref.labels)
+        diffs['scores'] = max(diffs['scores'],
+                              (mine.scores - ref.scores).abs().max().item())
+        diffs['bboxes_px'] = max(diffs['bboxes_px'],
+                                 (mine.bboxes - ref.bboxes).abs().max().item())
+    assert diffs['scores'] <= 1e-5 and diffs['bboxes_px'] <= 0.01
+    return diffs
+
+
+def assert_finite_training_step(model: torch.nn.Module) -> None:
+    """One loss computation and backward pass gives finite numbers."""
+    model.train()
+    inputs, samples = parity_batch(model, with_gt=True)
+    losses = model.loss(inputs, samples)
+    total = sum(value for key, value in losses.items() if 'loss' in key)
+    total.backward()
+    assert len(losses) > 3 and all(
+        torch.isfinite(value).all() for value in losses.values())
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(grad).all() for grad in grads)
+
+
+@pytest.fixture(scope='session')
+def tiny_coco_config(tmp_path_factory) -> str:
+    return write_tiny_coco_config(
+        tmp_path_factory.mktemp('config') / 'tiny_coco.py')
+
+
+def load_converted(config: str, checkpoint) -> torch.nn.Module:
+    """Our model of ``config`` with ``checkpoint``, every key required."""
+    from mmengine.runner import load_checkpoint
+    model = MODELS.build(Config.fromfile(config).model)
+    load_checkpoint(model, str(checkpoint), strict=True)
+    return model.eval()
+
+
+def coco_id2label() -> dict:
+    """HuggingFace's COCO labels: one per category id, 'N/A' in the gaps."""
+    from mmdet_cdetr.converters import COCO_CATEGORY_IDS, COCO_CLASSES
+    id2label = {i: 'N/A' for i in range(91)}
+    id2label.update(zip(COCO_CATEGORY_IDS, COCO_CLASSES))
+    return id2label
+
+
+@pytest.fixture(scope='session')
+def hf_reference(tmp_path_factory):
+    """A random-weight HuggingFace ConditionalDetrForObjectDetection with
+    its own ResNet (bottleneck ResNet-50 of 1/8 width, as
+    ``TINY_COCO_CONFIG``'s backbone) and 91 COCO logits, saved with
+    ``save_pretrained`` (the hub's names) in ``.dir``."""
+    import transformers
+    backbone = transformers.ResNetConfig(
+        embedding_size=8,
+        hidden_sizes=[32, 64, 128, 256],
+        depths=[3, 4, 6, 3],
+        layer_type='bottleneck',
+        out_features=['stage4'])
+    id2label = coco_id2label()
+    config = transformers.ConditionalDetrConfig(
+        backbone_config=backbone,
+        use_timm_backbone=False,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        num_queries=30,
+        id2label=id2label,
+        label2id={
+            name: i
+            for i, name in id2label.items()
+        })
+    model = transformers.ConditionalDetrForObjectDetection(config)
+    randomize_(model, seed=1)
+    model.eval()
+    out_dir = tmp_path_factory.mktemp('hf') / 'model'
+    model.save_pretrained(out_dir)
+    return SimpleNamespace(model=model, dir=out_dir)
+
+
+def hf_outputs(hf: torch.nn.Module, inputs: torch.Tensor, samples: list):
+    """HuggingFace's outputs on our preprocessed batch (pixel mask from
+    each image's size)."""
+    mask = torch.zeros(inputs.shape[0], *inputs.shape[-2:], dtype=torch.long)
+    for i, sample in enumerate(samples):
+        h, w = sample.img_shape
+        mask[i, :h, :w] = 1
+    with torch.no_grad():
+        return hf(pixel_values=inputs, pixel_mask=mask)
+
+
+def hf_detections(outputs, samples: list) -> list:
+    """HuggingFace's own post-processing (top-100 sigmoid scores) on the
+    logits of the 80 COCO classes, boxes clamped to the image as mmdet does
+    (HuggingFace and the official repository do not clamp)."""
+    import transformers
+    from mmengine.structures import InstanceData
+
+    from mmdet_cdetr.converters import COCO_CATEGORY_IDS
+    processor = transformers.ConditionalDetrImageProcessorPil()
+    sizes = [sample.img_shape for sample in samples]
+    results = processor.post_process_object_detection(
+        SimpleNamespace(
+            logits=outputs.logits[..., list(COCO_CATEGORY_IDS)],
+            pred_boxes=outputs.pred_boxes),
+        threshold=0.,
+        target_sizes=sizes,
+        top_k=100)
+    dets = []
+    for result, (h, w) in zip(results, sizes):
+        boxes = result['boxes'].clone()
+        boxes[:, 0::2].clamp_(0, w)
+        boxes[:, 1::2].clamp_(0, h)
+        dets.append(
+            InstanceData(
+                labels=result['labels'], scores=result['scores'],
+                bboxes=boxes))
+    return dets
+
+
+def assert_matches_hf(ours: torch.nn.Module, hf: torch.nn.Module) -> dict:
+    """Logits and boxes before post-processing within 1e-4, then the same
+    final detections. Returns the largest differences."""
+    from mmdet_cdetr.converters import COCO_CATEGORY_IDS
+    inputs, samples = parity_batch(ours)
+    logits, boxes = raw_predictions(ours, inputs, samples)
+    reference = hf_outputs(hf, inputs, samples)
+    # our label i is the logit of COCO category COCO_CATEGORY_IDS[i]
+    ref_logits = reference.logits[..., list(COCO_CATEGORY_IDS)]
+    diffs = dict(
+        logits=(logits - ref_logits).abs().max().item(),
+        boxes=(boxes - reference.pred_boxes).abs().max().item())
+    assert logits.std() > 0.1 and boxes.std() > 0.05  # not degenerate
+    assert diffs['logits'] <= PARITY_TOL and diffs['boxes'] <= PARITY_TOL
+    diffs.update(
+        assert_same_detections(
+            detections(ours, inputs, samples),
+            hf_detections(reference, samples)))
+    return diffs
+
+
+# Where the hub's HuggingFace checkpoints keep the backbone.
+HUB_BACKBONE = 'model.backbone.conv_encoder.model.'
+
+
+def hf_resnet_to_torchvision(name: str) -> str:
+    """A HuggingFace ResNet parameter name as torchvision (and timm, and
+    mmdet) name it: ``conv1``/``bn1`` stem, ``layer{S}.{B}.conv{K}`` and
+    ``bn{K}`` with S and K counted from 1, ``downsample.0`` (conv) and
+    ``downsample.1`` (norm) for the shortcut."""
+    if name.startswith('embedder.embedder.'):
+        name = name.replace('embedder.embedder.convolution', 'conv1')
+        return name.replace('embedder.embedder.normalization', 'bn1')
+    _, _, stage, _, block, kind, *rest = name.split('.')
+    layer = f'layer{int(stage) + 1}.{block}.'
+    if kind == 'shortcut':
+        index = '0' if rest[0] == 'convolution' else '1'
+        return f'{layer}downsample.{index}.{rest[1]}'
+    conv, module, param = rest
+    kind = 'conv' if module == 'convolution' else 'bn'
+    return f'{layer}{kind}{int(conv) + 1}.{param}'
