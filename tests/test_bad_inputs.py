@@ -1,8 +1,7 @@
 """Bad input ends in one line that names the file, key or shapes."""
 import pytest
 import shutil
-from conftest import run_tool
-from test_end_to_end import write_config
+from conftest import run_tool, write_config
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import logging
 import math
 import numpy as np
 import torch
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from matplotlib import colormaps
@@ -25,9 +26,10 @@ from mmcv.transforms import Compose
 from mmdet.apis import init_detector
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmdet.utils import get_test_pipeline_cfg
+from mmengine.config import Config
 from mmengine.logging import MMLogger
 from torch import Tensor, nn
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple, Union
 
 from mmdet_cdetr.models.layers import ConditionalAttention
 from mmdet_cdetr.registry import DATASETS
@@ -91,45 +93,60 @@ def attention_weights(recorded: dict, part: str,
     return logits.softmax(dim=-1)
 
 
-def load_detector(config: str,
+def load_detector(config: Union[str, Config],
                   checkpoint: Optional[str] = None,
                   device: str = 'cpu') -> nn.Module:
     """mmdet's ``init_detector``; without a checkpoint the weights are
     initialised as for training and classes are named after the config's
     data set (``init_detector`` would name COCO's)."""
-    model = init_detector(config, checkpoint, device=device)
-    if checkpoint is None:
-        # init_weights logs every parameter's initialiser at INFO level.
-        logger = MMLogger.get_current_instance()
-        level = logger.level
-        logger.setLevel(logging.WARNING)
-        try:
-            model.init_weights()
-        finally:
-            logger.setLevel(level)
-        dataset_cfg = dict(model.cfg.test_dataloader.dataset, lazy_init=True)
-        model.dataset_meta = DATASETS.build(dataset_cfg).metainfo
+    if checkpoint is not None:
+        return init_detector(config, checkpoint, device=device)
+    # init_detector warns that it names COCO's classes; ours are set below.
+    with warnings.catch_warnings(record=True):
+        model = init_detector(config, None, device=device)
+    # init_weights logs every parameter's initialiser at INFO level.
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+    dataset_cfg = dict(model.cfg.test_dataloader.dataset, lazy_init=True)
+    model.dataset_meta = DATASETS.build(dataset_cfg).metainfo
     return model
 
 
-def collect_attention(model: nn.Module,
-                      image_path: str,
-                      layer: int,
-                      part: str = 'combined',
-                      topk: int = 3) -> List[DetectionAttention]:
-    """Detect in one image and keep, for the ``topk`` best-scoring queries,
-    the cross-attention of decoder ``layer`` (1 = first).
+@dataclass
+class RecordedForward:
+    """A forward pass over one image with one layer's attention recorded.
 
-    Detections are ranked by each query's best class score, so every
-    detection comes from a different query.
+    Attributes:
+        cls_scores: Logits of every decoder layer, (num_layers, 1,
+            num_queries, num_classes).
+        bbox_preds: Normalised (cx, cy, w, h), (num_layers, 1, num_queries,
+            4).
+        recorded: What the chosen layer's cross-attention recorded.
+        key_padding_mask: True at padded keys, (1, h * w), or None.
+        feat_shape: (h, w) of the feature map (the keys).
+        img_meta: Meta information of the image (shapes, scale factor).
     """
+    cls_scores: Tensor
+    bbox_preds: Tensor
+    recorded: dict
+    key_padding_mask: Optional[Tensor]
+    feat_shape: Tuple[int, int]
+    img_meta: dict
+
+
+def forward_recording_attention(model: nn.Module, image_path: str,
+                                layer: int) -> RecordedForward:
+    """Run the test pipeline and the model on one image, recording the
+    cross-attention of decoder ``layer`` (1 = first)."""
     layers = model.decoder.layers
     if not 1 <= layer <= len(layers):
         raise ValueError(f'layer must be in 1..{len(layers)} (the decoder '
                          f'has {len(layers)} layers), got {layer}')
-    if part not in ATTENTION_PARTS:
-        raise ValueError(f'part must be one of {ATTENTION_PARTS}, '
-                         f'got {part!r}')
     pipeline = Compose(get_test_pipeline_cfg(model.cfg))
     data = pipeline(dict(img_path=image_path, img_id=0))
     batch = model.data_preprocessor(
@@ -143,17 +160,34 @@ def collect_attention(model: nn.Module,
             **model.forward_transformer(feats, samples))
         # The padding mask the transformer saw (None without padding).
         mask = model.pre_transformer(feats, samples)[1]['memory_mask']
+    return RecordedForward(cls_scores, bbox_preds, recorded, mask,
+                           tuple(feats[-1].shape[-2:]), samples[0].metainfo)
 
-    weights = attention_weights(recorded, part, mask)[0]
-    feat_h, feat_w = feats[-1].shape[-2:]
-    weights = weights.unflatten(-1, (feat_h, feat_w))
-    if mask is not None:
-        valid = ~mask[0].view(feat_h, feat_w)
+
+def collect_attention(model: nn.Module,
+                      image_path: str,
+                      layer: int,
+                      part: str = 'combined',
+                      topk: int = 3) -> List[DetectionAttention]:
+    """Detect in one image and keep, for the ``topk`` best-scoring queries,
+    the cross-attention of decoder ``layer`` (1 = first).
+
+    Detections are ranked by each query's best class score, so every
+    detection comes from a different query.
+    """
+    if part not in ATTENTION_PARTS:
+        raise ValueError(f'part must be one of {ATTENTION_PARTS}, '
+                         f'got {part!r}')
+    out = forward_recording_attention(model, image_path, layer)
+    weights = attention_weights(out.recorded, part, out.key_padding_mask)[0]
+    weights = weights.unflatten(-1, out.feat_shape)
+    if out.key_padding_mask is not None:
+        valid = ~out.key_padding_mask[0].view(out.feat_shape)
         weights = weights[..., :int(valid[:, 0].sum()), :int(valid[0].sum())]
 
-    scores, labels = cls_scores[-1, 0].sigmoid().max(dim=-1)
+    scores, labels = out.cls_scores[-1, 0].sigmoid().max(dim=-1)
     scores, queries = scores.topk(min(topk, len(scores)))
-    bboxes = _to_image_pixels(bbox_preds[-1, 0, queries], samples[0].metainfo)
+    bboxes = _to_image_pixels(out.bbox_preds[-1, 0, queries], out.img_meta)
     return [
         DetectionAttention(
             query_index=int(query),
@@ -194,8 +228,9 @@ def draw_attention_grid(image: np.ndarray,
     rows = math.ceil(num_heads / columns)
     img_h, img_w = image.shape[:2]
     grey = image.astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
-    fig = Figure(figsize=(columns * panel_inches,
-                          rows * (panel_inches * img_h / img_w + 0.3) + 0.4))
+    fig = Figure(
+        figsize=(columns * panel_inches,
+                 rows * (panel_inches * img_h / img_w + 0.3) + 0.4))
     axes = fig.subplots(rows, columns, squeeze=False).flat
     extent = (0, img_w, img_h, 0)
     x1, y1, x2, y2 = detection.bbox

@@ -77,16 +77,16 @@ def scalar_series(log: ScalarLog, key: str) -> Tuple[str, List[dict], bool]:
     """
     for records, is_val in ((log.train, False), (log.val, True)):
         keys = sorted({k for record in records for k in record})
-        found = [k for k in keys if k == key] or [
-            k for k in keys if k.endswith('/' + key)
-        ]
+        found = [k for k in keys if k == key
+                 ] or [k for k in keys if k.endswith('/' + key)]
         if len(found) > 1:
             raise KeyError(f'{key!r} is ambiguous in the log of {log.name}: '
                            f'{", ".join(found)}')
         if found:
             return found[0], [r for r in records if found[0] in r], is_val
-    available = sorted({k for r in log.train + log.val for k in r} -
-                       {'epoch', 'iter', 'step', 'epoch_x'})
+    available = sorted({k
+                        for r in log.train + log.val
+                        for k in r} - {'epoch', 'iter', 'step', 'epoch_x'})
     raise KeyError(f'no {key!r} in the log of {log.name}; it has: '
                    f'{", ".join(available)}')
 
