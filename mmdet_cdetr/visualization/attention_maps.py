@@ -56,6 +56,12 @@ class DetectionAttention:
     maps: np.ndarray
 
 
+def _check_part(part: str) -> None:
+    if part not in ATTENTION_PARTS:
+        raise ValueError(f'part must be one of {ATTENTION_PARTS}, '
+                         f'got {part!r}')
+
+
 @contextmanager
 def recording_attention(attention: ConditionalAttention) -> Iterator[dict]:
     """Take the plain attention path of ``attention`` while in the block and
@@ -81,9 +87,7 @@ def attention_weights(recorded: dict, part: str,
         part: One of :data:`ATTENTION_PARTS`.
         key_padding_mask: True at padded keys, (bs, num_keys), or None.
     """
-    if part not in ATTENTION_PARTS:
-        raise ValueError(f'part must be one of {ATTENTION_PARTS}, '
-                         f'got {part!r}')
+    _check_part(part)
     if part == 'combined':
         return recorded['weights']
     logits = recorded[f'{part}_logits']
@@ -175,9 +179,7 @@ def collect_attention(model: nn.Module,
     Detections are ranked by each query's best class score, so every
     detection comes from a different query.
     """
-    if part not in ATTENTION_PARTS:
-        raise ValueError(f'part must be one of {ATTENTION_PARTS}, '
-                         f'got {part!r}')
+    _check_part(part)
     out = forward_recording_attention(model, image_path, layer)
     weights = attention_weights(out.recorded, part, out.key_padding_mask)[0]
     weights = weights.unflatten(-1, out.feat_shape)
