@@ -5,6 +5,7 @@ here first and then in mmdet (and mmengine), so our components shadow mmdet's
 of the same name while ``'mmdet.X'`` still reaches mmdet's own.
 """
 from mmdet import registry as mmdet_registry
+from mmengine import registry as mmengine_registry
 from mmengine.registry import Registry
 
 _SCOPE = 'mmdet_cdetr'
@@ -35,3 +36,6 @@ METRICS = _child(mmdet_registry.METRICS)
 EVALUATOR = _child(mmdet_registry.EVALUATOR)
 VISUALIZERS = _child(mmdet_registry.VISUALIZERS)
 VISBACKENDS = _child(mmdet_registry.VISBACKENDS)
+# mmdet has no child of mmengine's FUNCTIONS (collate functions); without one
+# mmdet's DetInferencer warns that scope mmdet_cdetr has no registry there.
+FUNCTIONS = _child(mmengine_registry.FUNCTIONS)

@@ -2,8 +2,7 @@
 import shutil
 
 import pytest
-from conftest import run_tool
-from test_end_to_end import write_config
+from conftest import run_tool, write_config
 
 
 @pytest.fixture

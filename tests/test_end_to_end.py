@@ -4,42 +4,9 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 import torch
-from conftest import QUICK_CONFIG, REPO, run_tool
-
-
-def write_config(path: Path, data_root: str, **overrides: str) -> str:
-    """A config inheriting the quick-start one, on ``data_root``, tiny."""
-    lines = [
-        f"_base_ = '{QUICK_CONFIG}'",
-        f"data_root = '{data_root}/'",
-        "ann_val = data_root + 'annotations/instances_val.json'",
-        'train_dataloader = dict(batch_size=8, num_workers=0, '
-        'persistent_workers=False, dataset=dict(data_root=data_root))',
-        'val_dataloader = dict(batch_size=8, num_workers=0, '
-        'persistent_workers=False, dataset=dict(data_root=data_root))',
-        'test_dataloader = val_dataloader',
-        'val_evaluator = dict(ann_file=ann_val)',
-        'test_evaluator = val_evaluator',
-        'train_cfg = dict(max_epochs=2, val_interval=2)',
-        'default_hooks = dict(checkpoint=dict(interval=1, '
-        'max_keep_ckpts=3), logger=dict(interval=1))',
-    ] + [f'{key} = {value}' for key, value in overrides.items()]
-    path.write_text('\n'.join(lines) + '\n')
-    return str(path)
-
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory, synthetic_root):
-    tmp = tmp_path_factory.mktemp('e2e')
-    config = write_config(tmp / 'tiny.py', synthetic_root)
-    work_dir = tmp / 'work'
-    result = run_tool(['tools/train.py', config, '--work-dir', str(work_dir)])
-    assert result.returncode == 0, result.stderr[-3000:]
-    return dict(config=config, work_dir=work_dir, tmp=tmp, log=result.stdout)
+from conftest import REPO, run_tool
 
 
 def test_training_saves_checkpoints_and_evaluates(trained):

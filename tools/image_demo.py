@@ -1,0 +1,59 @@
+"""Detect objects in an image or a directory of images and save the images
+with boxes, class names and scores drawn (mmdet's ``DetInferencer``)."""
+import argparse
+import os.path as osp
+
+from mmdet.apis import DetInferencer
+from mmengine.config import Config
+
+from mmdet_cdetr.utils import report_user_errors
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Detect objects in images')
+    parser.add_argument('inputs', help='an image file or a directory')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--weights', required=True, help='checkpoint file')
+    parser.add_argument(
+        '--out-dir',
+        default='outputs',
+        help='output directory: drawn images in vis/, predictions in preds/')
+    parser.add_argument(
+        '--pred-score-thr',
+        type=float,
+        default=0.3,
+        help='draw detections scoring at least this')
+    parser.add_argument(
+        '--batch-size', type=int, default=1, help='images per batch')
+    parser.add_argument(
+        '--device', help='device used for inference (default: cuda if any)')
+    parser.add_argument(
+        '--no-save-pred',
+        action='store_true',
+        help='do not save the predictions as json files')
+    return parser.parse_args()
+
+
+def main(args: argparse.Namespace) -> None:
+    if not osp.exists(args.inputs):
+        raise FileNotFoundError(f'no such image or directory: {args.inputs}')
+    cfg = Config.fromfile(args.config)
+    # The config's scope, so that its types resolve to our components.
+    inferencer = DetInferencer(
+        model=cfg,
+        weights=args.weights,
+        device=args.device,
+        scope=cfg.get('default_scope', 'mmdet'))
+    inferencer(
+        args.inputs,
+        batch_size=args.batch_size,
+        out_dir=args.out_dir,
+        pred_score_thr=args.pred_score_thr,
+        no_save_pred=args.no_save_pred)
+    print(f'drawn images saved in {osp.join(args.out_dir, "vis")}')
+
+
+if __name__ == '__main__':
+    cli_args = parse_args()
+    with report_user_errors(checkpoint=cli_args.weights):
+        main(cli_args)
