@@ -37,7 +37,8 @@ def _grads(module: torch.nn.Module, inputs: list) -> list:
 def _loss(out: torch.Tensor) -> torch.Tensor:
     """A fixed random projection of ``out``: after a LayerNorm, ``out.square()
     .sum()`` is nearly constant and its gradients only rounding noise."""
-    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    weights = torch.randn(
+        out.shape, generator=torch.Generator().manual_seed(3))
     return (out * weights).sum()
 
 
@@ -62,10 +63,7 @@ def _encoder_cfg(dropout: float) -> dict:
 
 def _decoder_cfg(dropout: float) -> dict:
     attn = dict(
-        embed_dims=DIM,
-        num_heads=HEADS,
-        attn_drop=dropout,
-        proj_drop=dropout)
+        embed_dims=DIM, num_heads=HEADS, attn_drop=dropout, proj_drop=dropout)
     return dict(
         num_layers=3,
         layer_cfg=dict(
@@ -123,8 +121,9 @@ def test_decoder_fused_equals_plain(dropout, train):
         (_loss(hidden) + _loss(references)).backward()
         outs.append(torch.cat([hidden.flatten(), references.flatten()]))
         grads.append(_grads(decoder, [query, query_pos, memory, key_pos]))
-    assert decoder.layers[-1].cross_attn.recorded['weights'].shape == (
-        BS, HEADS, NQ, NK)
+    assert decoder.layers[-1].cross_attn.recorded['weights'].shape == (BS,
+                                                                       HEADS,
+                                                                       NQ, NK)
     _assert_same([out.detach() for out in outs], grads)
     # Padded memory gets no gradient on either path.
     for path_grads in grads:

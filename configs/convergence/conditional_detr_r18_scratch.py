@@ -5,16 +5,12 @@
 # Run all three with tools/analysis_tools/convergence.py.
 _base_ = '../quickstart/conditional_detr_r18_synthetic.py'
 
-max_epochs = 36
+# 20 epochs at a constant learning rate after the warm-up: about 50 minutes
+# for the three models side by side on 2 shared CPU cores.
+max_epochs = 20
 train_cfg = dict(max_epochs=max_epochs, val_interval=2)
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, end=100),
-    dict(
-        type='MultiStepLR',
-        by_epoch=True,
-        end=max_epochs,
-        milestones=[30],
-        gamma=0.1)
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, end=100)
 ]
 default_hooks = dict(
     logger=dict(interval=50),

@@ -90,7 +90,8 @@ def epochs_to_reach(curve: Curve, target: float) -> Optional[int]:
     return None
 
 
-def summarise(curves: Dict[str, Curve], reference: str,
+def summarise(curves: Dict[str, Curve],
+              reference: str,
               targets: Iterable[float] = ()) -> dict:
     """Final/best AP per model and epochs to reach each target AP.
 
@@ -121,8 +122,10 @@ def summarise(curves: Dict[str, Curve], reference: str,
         targets=all_targets,
         models=models,
         curves={
-            name: {str(e): list(v)
-                   for e, v in curve.items()}
+            name: {
+                str(e): list(v)
+                for e, v in curve.items()
+            }
             for name, curve in curves.items()
         })
 
@@ -130,9 +133,9 @@ def summarise(curves: Dict[str, Curve], reference: str,
 def format_table(summary: dict) -> str:
     """The summary as a markdown table."""
     targets = [f'{t:.3f}' for t in summary['targets']]
-    header = ['model', 'final epoch', 'final AP', 'AP50', 'best AP'] + [
-        f'epochs to AP {t}' for t in targets
-    ] + [f'ratio vs {summary["reference"]}']
+    header = ['model', 'final epoch', 'final AP', 'AP50', 'best AP'
+              ] + [f'epochs to AP {t}'
+                   for t in targets] + [f'ratio vs {summary["reference"]}']
     rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for name, m in summary['models'].items():
         reach = [str(m['epochs_to_ap'][t] or 'not reached') for t in targets]

@@ -32,8 +32,7 @@ class FusedDetrTransformerEncoder(DetrTransformerEncoder):
         return query
 
 
-def _self_attention(attn: MultiheadAttention, query: Tensor,
-                    query_pos: Tensor,
+def _self_attention(attn: MultiheadAttention, query: Tensor, query_pos: Tensor,
                     key_padding_mask: Optional[Tensor]) -> Tensor:
     """mmcv's ``MultiheadAttention.forward`` for self-attention with the
     position added to query and key, without attention weights."""
