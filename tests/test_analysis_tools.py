@@ -46,7 +46,9 @@ def test_convergence_smoke(tmp_path, synthetic_root):
         f'train_dataloader.dataset.data_root={synthetic_root}',
         f'val_dataloader.dataset.data_root={synthetic_root}',
         f'val_evaluator.ann_file={ann}', 'train_dataloader.batch_size=4',
-        'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
+        'train_dataloader.dataset.indices=8',
+        'val_dataloader.dataset.indices=8', 'train_dataloader.num_workers=0',
+        'val_dataloader.num_workers=0',
         'train_dataloader.persistent_workers=False',
         'val_dataloader.persistent_workers=False'
     ]

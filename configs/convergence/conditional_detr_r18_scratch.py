@@ -5,12 +5,16 @@
 # Run all three with tools/analysis_tools/convergence.py.
 _base_ = '../quickstart/conditional_detr_r18_synthetic.py'
 
-# 20 epochs at a constant learning rate after the warm-up: about 50 minutes
-# for the three models side by side on 2 shared CPU cores.
-max_epochs = 20
+max_epochs = 36
 train_cfg = dict(max_epochs=max_epochs, val_interval=2)
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, end=100)
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, end=100),
+    dict(
+        type='MultiStepLR',
+        by_epoch=True,
+        end=max_epochs,
+        milestones=[30],
+        gamma=0.1)
 ]
 default_hooks = dict(
     logger=dict(interval=50),

@@ -42,17 +42,17 @@ def train_configs(configs: Sequence[str],
                   work_dirs: Sequence[str],
                   cfg_options: Optional[dict] = None,
                   jobs: int = 1) -> None:
-    """Train several configs, ``jobs`` at a time in separate processes.
+    """Train several configs, ``jobs`` at a time, each in a fresh process.
 
-    Running them side by side lets a time-boxed study stop with every
-    model at the same epoch; the CPU threads are split between the jobs.
+    Fresh processes keep MMEngine's global state (visualizer, logger,
+    message hub) of one run out of the next. Running several side by side
+    lets a time-boxed study stop with every model at the same epoch; the
+    CPU threads are split between the jobs.
     """
-    if jobs <= 1:
-        for config, work_dir in zip(configs, work_dirs):
-            train_config(config, work_dir, cfg_options)
-        return
     threads = max(1, torch.get_num_threads() // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=get_context('spawn')) as pool:
+    with ProcessPoolExecutor(
+            jobs, mp_context=get_context('spawn'),
+            max_tasks_per_child=1) as pool:
         futures = [
             pool.submit(train_config, config, work_dir, cfg_options, threads)
             for config, work_dir in zip(configs, work_dirs)
