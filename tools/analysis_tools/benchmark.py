@@ -13,8 +13,8 @@ from mmdet_cdetr.utils import report_user_errors
 
 DEFAULT_MODELS = [
     'ours=configs/conditional_detr_r50_8x2_50e_coco.py',
-    'mmdet-conditional-detr=mmdet::conditional_detr/'
-    'conditional-detr_r50_8xb2-50e_coco.py',
+    'mmdet-conditional-detr='
+    'configs/benchmark/mmdet_conditional_detr_r50_8x2_50e_coco.py',
     'mmdet-detr=mmdet::detr/detr_r50_8xb2-150e_coco.py',
     'mmdet-deformable-detr=mmdet::deformable_detr/'
     'deformable-detr_r50_16xb2-50e_coco.py',
