@@ -1,19 +1,22 @@
 from typing import Dict, Optional
 
 from mmdet.models.detectors import DETR
-from mmdet.models.layers import DetrTransformerEncoder, SinePositionalEncoding
+from mmdet.models.layers import SinePositionalEncoding
 from torch import Tensor, nn
 
 from mmdet_cdetr.registry import MODELS
-from ..layers import ConditionalDetrTransformerDecoder
+from ..layers import (ConditionalDetrTransformerDecoder,
+                      FusedDetrTransformerEncoder)
 
 
 @MODELS.register_module()
 class ConditionalDETR(DETR):
     """Conditional DETR (Meng et al., ICCV 2021) on mmdet's DETR skeleton.
 
-    Backbone, neck, sine positional encoding and encoder are DETR's; the
-    decoder is :class:`ConditionalDetrTransformerDecoder`. The decoder
+    Backbone, neck, sine positional encoding and encoder are DETR's (the
+    encoder as :class:`FusedDetrTransformerEncoder`: same layers and
+    parameters, no attention weights computed); the decoder is
+    :class:`ConditionalDetrTransformerDecoder`. The decoder
     returns the reference points along with the hidden states because the
     head predicts box centres relative to them.
     """
@@ -21,7 +24,7 @@ class ConditionalDETR(DETR):
     def _init_layers(self) -> None:
         self.positional_encoding = SinePositionalEncoding(
             **self.positional_encoding)
-        self.encoder = DetrTransformerEncoder(**self.encoder)
+        self.encoder = FusedDetrTransformerEncoder(**self.encoder)
         self.decoder = ConditionalDetrTransformerDecoder(**self.decoder)
         self.embed_dims = self.encoder.embed_dims
         self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims)

@@ -2,8 +2,9 @@ from .conditional_attention import ConditionalAttention
 from .conditional_detr_decoder import ConditionalDetrTransformerDecoder
 from .conditional_detr_decoder_layer import \
     ConditionalDetrTransformerDecoderLayer
+from .fused_detr_encoder import FusedDetrTransformerEncoder
 
 __all__ = [
     'ConditionalAttention', 'ConditionalDetrTransformerDecoder',
-    'ConditionalDetrTransformerDecoderLayer'
+    'ConditionalDetrTransformerDecoderLayer', 'FusedDetrTransformerEncoder'
 ]

@@ -186,10 +186,18 @@ class ConditionalAttention(BaseModule):
             self.recorded['weights'] = weights.detach()
             out = F.dropout(weights, dropout_p, self.training) @ v
         else:
+            value_dims = v.size(-1)
+            if dropout_p == 0 and value_dims < q.size(-1):
+                # Cross-attention has value heads half as wide as query/key
+                # heads, which sends PyTorch's CPU attention to its unfused
+                # fallback. Zero columns appended to the values leave the
+                # first value_dims output columns unchanged and let the
+                # fused kernel run (it has no dropout, hence only without).
+                v = F.pad(v, (0, q.size(-1) - value_dims))
             out = F.scaled_dot_product_attention(
                 q,
                 k,
                 v,
                 attn_mask=None if blocked is None else ~blocked,
-                dropout_p=dropout_p)
+                dropout_p=dropout_p)[..., :value_dims]
         return out.transpose(1, 2).flatten(2)

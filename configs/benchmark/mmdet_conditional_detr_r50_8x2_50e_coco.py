@@ -1,0 +1,8 @@
+# mmdet's built-in Conditional DETR built from our R50 config: the same model
+# (same parameter names, same dropout), only the implementation differs.
+# The baseline of tools/analysis_tools/benchmark.py.
+_base_ = '../conditional_detr_r50_8x2_50e_coco.py'
+
+model = dict(
+    type='mmdet.ConditionalDETR',
+    bbox_head=dict(type='mmdet.ConditionalDETRHead'))

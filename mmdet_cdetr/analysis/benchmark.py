@@ -1,0 +1,328 @@
+"""Side-by-side benchmark of DETR-family detectors.
+
+Every model is built from its config with random initial weights (no
+downloads); where a parameter's name and shape match the first model's, its
+weights are copied, so ours and mmdet's built-in Conditional DETR run with
+identical weights. All models see the same random images and boxes. Timed
+repetitions are interleaved across models after warm-up, so a change of
+machine load hits all models alike; medians and the min-max spread are
+reported.
+
+Measured per model:
+
+* ``train``: a full training step (forward, losses, backward, gradient
+  clipping, AdamW step), ``batch_size`` images of ``train_size``;
+* ``train_th``: forward + backward of the transformer and head alone
+  (encoder, decoder, matching, losses) on fixed backbone features;
+* ``infer``: inference of one ``infer_size`` image (``mode='predict'``);
+* ``peak_mem``: the peak of tensor memory allocated during one training
+  step above what was allocated before it. On CUDA this is
+  ``torch.cuda.max_memory_allocated``; on the CPU, where torch keeps no such
+  counter, it is the running sum of the allocations and frees the profiler
+  records (``profile_memory=True``), i.e. the same quantity;
+* parameters and FLOPs (mmengine's ``FlopAnalyzer``, inference at
+  ``infer_size``), in total and for the transformer + head (everything but
+  the backbone and neck).
+"""
+import logging
+import statistics
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmdet.structures import DetDataSample
+from mmengine.analysis import FlopAnalyzer
+from mmengine.analysis.jit_handles import get_shape
+from mmengine.config import Config
+from mmengine.hub import get_config
+from mmengine.logging import MMLogger
+from mmengine.registry import DefaultScope
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
+from torch.profiler import ProfilerActivity, profile
+
+from mmdet_cdetr.registry import MODELS
+
+# Modules that are not part of the transformer + head.
+BACKBONE_PREFIXES = ('backbone', 'neck')
+
+
+def build_detector(config: str, device: torch.device) -> nn.Module:
+    """Build a detector from ``config`` (a path, or ``package::path`` such
+    as ``mmdet::detr/...``) with random weights: the backbone's pretrained
+    ``init_cfg`` is dropped, nothing is downloaded."""
+    cfg = get_config(config) if '::' in config else Config.fromfile(config)
+    cfg.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        model = MODELS.build(cfg.model)
+    # init_weights logs every parameter's initialisation at INFO level.
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+    return model.to(device)
+
+
+def copy_matching_weights(model: nn.Module, source: Dict[str, Tensor]) -> int:
+    """Copy every tensor of ``source`` whose name and shape ``model`` has;
+    returns how many were copied."""
+    state = model.state_dict()
+    matching = {
+        name: value
+        for name, value in source.items()
+        if name in state and state[name].shape == value.shape
+    }
+    model.load_state_dict(matching, strict=False)
+    return len(matching)
+
+
+def make_batch(model: nn.Module,
+               batch_size: int,
+               size: Tuple[int, int],
+               num_gts: int,
+               num_classes: int,
+               training: bool,
+               seed: int = 0) -> Tuple[Tensor, List[DetDataSample]]:
+    """Random uint8 images and boxes, through the model's preprocessor."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = size
+    images, samples = [], []
+    for _ in range(batch_size):
+        images.append(
+            torch.randint(
+                0,
+                256, (3, height, width),
+                dtype=torch.uint8,
+                generator=generator))
+        centres = torch.rand(num_gts, 2, generator=generator)
+        sizes = 0.05 + 0.45 * torch.rand(num_gts, 2, generator=generator)
+        boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], 1)
+        boxes = boxes.clamp(0, 1) * torch.tensor(
+            [width, height, width, height])
+        sample = DetDataSample(
+            metainfo=dict(
+                img_shape=size, ori_shape=size, scale_factor=(1., 1.)))
+        sample.gt_instances = InstanceData(
+            bboxes=boxes,
+            labels=torch.randint(
+                num_classes, (num_gts, ), generator=generator))
+        samples.append(sample)
+    data = model.data_preprocessor(
+        dict(inputs=images, data_samples=samples), training)
+    return data['inputs'], data['data_samples']
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], None], device: torch.device) -> float:
+    _synchronize(device)
+    start = time.perf_counter()
+    fn()
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
+def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
+    """Peak bytes of tensor memory allocated by ``fn`` above the start."""
+    if device.type == 'cuda':
+        _synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        _synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    from torch._C._profiler import _EventType
+    with profile(
+            activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    changes = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        if node.tag == _EventType.Allocation:
+            changes.append((node.start_time_ns, node.extra_fields.alloc_size))
+        stack.extend(node.children)
+    live = peak = 0
+    for _, size in sorted(changes):
+        live += size
+        peak = max(peak, live)
+    return peak
+
+
+def sdpa_flop_jit(inputs: list, outputs: list) -> int:
+    """Multiply-adds of ``aten::scaled_dot_product_attention`` (q k^T and
+    weights x v), which mmengine's counter does not know: without this,
+    models on the fused kernel would look cheaper than they are."""
+    *batch, queries, qk_dims = get_shape(inputs[0])
+    keys, value_dims = get_shape(inputs[2])[-2:]
+    heads = 1
+    for size in batch:
+        heads *= size
+    return heads * queries * keys * (qk_dims + value_dims)
+
+
+class DetectorBench:
+    """One model with its inputs and the steps to time."""
+
+    def __init__(self, name: str, model: nn.Module, device: torch.device,
+                 train_batch: Tuple[int, Tuple[int,
+                                               int]], infer_size: Tuple[int,
+                                                                        int],
+                 num_gts: int, num_classes: int) -> None:
+        self.name, self.model, self.device = name, model, device
+        batch_size, train_size = train_batch
+        model.train()
+        self.inputs, self.samples = make_batch(model, batch_size, train_size,
+                                               num_gts, num_classes, True)
+        with torch.no_grad():
+            self.feats = tuple(feat.detach()
+                               for feat in model.extract_feat(self.inputs))
+        self.infer_inputs, self.infer_samples = make_batch(
+            model, 1, infer_size, num_gts, num_classes, False, seed=1)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=1e-5,
+            weight_decay=1e-4)
+
+    def train_step(self) -> None:
+        """Forward, losses, backward, clipping (0.1) and an AdamW step."""
+        losses = self.model(self.inputs, self.samples, mode='loss')
+        loss, _ = self.model.parse_losses(losses)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), 0.1)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def transformer_head_step(self) -> None:
+        """Forward + backward of everything after the neck."""
+        head_inputs = self.model.forward_transformer(self.feats, self.samples)
+        losses = self.model.bbox_head.loss(
+            **head_inputs, batch_data_samples=self.samples)
+        loss, _ = self.model.parse_losses(losses)
+        loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def inference(self) -> None:
+        self.model.eval()
+        with torch.no_grad():
+            self.model(self.infer_inputs, self.infer_samples, mode='predict')
+        self.model.train()
+
+    def steps(self) -> Dict[str, Callable[[], None]]:
+        return dict(
+            train=self.train_step,
+            train_th=self.transformer_head_step,
+            infer=self.inference)
+
+    def complexity(self) -> Dict[str, float]:
+        """Parameters and inference FLOPs, total and transformer + head."""
+        params = dict(self.model.named_parameters())
+        th_params = sum(p.numel() for name, p in params.items()
+                        if not name.startswith(BACKBONE_PREFIXES))
+        self.model.eval()
+        analyzer = FlopAnalyzer(
+            _TensorForward(self.model, self.infer_samples),
+            (self.infer_inputs, ))
+        analyzer.set_op_handle('aten::scaled_dot_product_attention',
+                               sdpa_flop_jit)
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        by_module = analyzer.by_module()
+        self.model.train()
+        backbone_flops = sum(by_module[f'model.{prefix}']
+                             for prefix in BACKBONE_PREFIXES)
+        total = by_module['']
+        return dict(
+            params=sum(p.numel() for p in params.values()),
+            params_th=th_params,
+            flops=total,
+            flops_th=total - backbone_flops)
+
+
+class _TensorForward(nn.Module):
+    """The detector's ``mode='tensor'`` forward with fixed data samples, as
+    the FLOP counter needs a plain module call."""
+
+    def __init__(self, model: nn.Module, samples: list) -> None:
+        super().__init__()
+        self.model, self.samples = model, samples
+
+    def forward(self, inputs: Tensor):
+        return self.model(inputs, self.samples, mode='tensor')
+
+
+def run_benchmark(benches: Sequence[DetectorBench],
+                  repeats: int,
+                  warmup: int,
+                  log: Optional[Callable[[str], None]] = None) -> dict:
+    """Interleaved timing, then peak memory and complexity per model.
+
+    Returns:
+        dict: model name -> measurements (seconds, bytes, counts).
+    """
+    times: Dict[str, Dict[str, List[float]]] = {
+        bench.name: {
+            step: []
+            for step in bench.steps()
+        }
+        for bench in benches
+    }
+    for rep in range(warmup + repeats):
+        for bench in benches:
+            for step, fn in bench.steps().items():
+                elapsed = _timed(fn, bench.device)
+                if rep >= warmup:
+                    times[bench.name][step].append(elapsed)
+        if log:
+            log(f'repetition {rep + 1}/{warmup + repeats} done' +
+                (' (warm-up)' if rep < warmup else ''))
+    results = {}
+    for bench in benches:
+        result = {
+            step:
+            dict(
+                median=statistics.median(values),
+                min=min(values),
+                max=max(values),
+                values=values)
+            for step, values in times[bench.name].items()
+        }
+        result['peak_mem'] = peak_memory(bench.train_step, bench.device)
+        result.update(bench.complexity())
+        results[bench.name] = result
+    return results
+
+
+def format_table(results: dict, baseline: str) -> str:
+    """Markdown table; ratios are relative to the ``baseline`` model."""
+    base = results[baseline]
+
+    def time_cell(result: dict, key: str) -> str:
+        r = result[key]
+        return (f'{r["median"] * 1e3:.0f} ({r["min"] * 1e3:.0f}-'
+                f'{r["max"] * 1e3:.0f}) | '
+                f'{r["median"] / base[key]["median"]:.2f}x')
+
+    header = [
+        'model', 'params (M) total / T+H', 'GFLOPs total / T+H',
+        'train step ms (min-max)', 'vs base', 'T+H fwd+bwd ms (min-max)',
+        'vs base', 'inference ms (min-max)', 'vs base', 'peak mem MB',
+        'vs base'
+    ]
+    rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for name, r in results.items():
+        rows.append('| ' + ' | '.join([
+            name, f'{r["params"] / 1e6:.2f} / {r["params_th"] / 1e6:.2f}',
+            f'{r["flops"] / 1e9:.1f} / {r["flops_th"] / 1e9:.1f}',
+            time_cell(r, 'train'),
+            time_cell(r, 'train_th'),
+            time_cell(r, 'infer'), f'{r["peak_mem"] / 2**20:.0f} | '
+            f'{r["peak_mem"] / base["peak_mem"]:.2f}x'
+        ]) + ' |')
+    return '\n'.join(rows)
