@@ -24,7 +24,6 @@ Measured per model:
   ``infer_size``), in total and for the transformer + head (everything but
   the backbone and neck).
 """
-import logging
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -35,13 +34,13 @@ from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
 from mmengine.config import Config
 from mmengine.hub import get_config
-from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
 from mmdet_cdetr.registry import MODELS
+from mmdet_cdetr.utils import init_weights_quietly
 
 # Modules that are not part of the transformer + head.
 BACKBONE_PREFIXES = ('backbone', 'neck')
@@ -55,14 +54,7 @@ def build_detector(config: str, device: torch.device) -> nn.Module:
     cfg.model.backbone.init_cfg = None
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         model = MODELS.build(cfg.model)
-    # init_weights logs every parameter's initialisation at INFO level.
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
+    init_weights_quietly(model)
     return model.to(device)
 
 

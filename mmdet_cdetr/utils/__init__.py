@@ -1,8 +1,10 @@
 from .checkpoint_safety import allow_mmengine_checkpoints
 from .cli import (add_runner_args, build_runner, load_config,
                   prepare_cpu_distributed, report_user_errors)
+from .quiet_init import init_weights_quietly
 
 __all__ = [
     'add_runner_args', 'allow_mmengine_checkpoints', 'build_runner',
-    'load_config', 'prepare_cpu_distributed', 'report_user_errors'
+    'init_weights_quietly', 'load_config', 'prepare_cpu_distributed',
+    'report_user_errors'
 ]

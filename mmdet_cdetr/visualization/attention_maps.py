@@ -12,7 +12,6 @@ and ``spatial`` are ``softmax(c_q . c_k)`` and ``softmax(p_q . p_k)`` alone,
 each over the same (unpadded) keys. In the first decoder layer the content
 part also holds the query and key positions (``c_q += o_q``, ``c_k += p_k``).
 """
-import logging
 import math
 import warnings
 from contextlib import contextmanager
@@ -29,11 +28,11 @@ from mmdet.apis import init_detector
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmdet.utils import get_test_pipeline_cfg
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from torch import Tensor, nn
 
 from mmdet_cdetr.models.layers import ConditionalAttention
 from mmdet_cdetr.registry import DATASETS
+from mmdet_cdetr.utils import init_weights_quietly
 
 ATTENTION_PARTS = ('combined', 'content', 'spatial')
 
@@ -109,14 +108,7 @@ def load_detector(config: Union[str, Config],
     # init_detector warns that it names COCO's classes; ours are set below.
     with warnings.catch_warnings(record=True):
         model = init_detector(config, None, device=device)
-    # init_weights logs every parameter's initialiser at INFO level.
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
+    init_weights_quietly(model)
     dataset_cfg = dict(model.cfg.test_dataloader.dataset, lazy_init=True)
     model.dataset_meta = DATASETS.build(dataset_cfg).metainfo
     return model
