@@ -6,7 +6,6 @@ box AP of every validation is read back from the run's ``scalars.json``,
 and the curves are compared by the number of epochs each model needs to
 reach a given AP, above all the reference model's (DETR's) final AP.
 """
-import json
 import os.path as osp
 from concurrent.futures import ProcessPoolExecutor
 from glob import glob
@@ -16,6 +15,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
+
+from mmdet_cdetr.visualization.training_logs import read_json_lines
 
 AP_KEY = 'coco/bbox_mAP'
 AP50_KEY = 'coco/bbox_mAP_50'
@@ -72,13 +73,10 @@ def read_ap_curve(work_dir: str) -> Curve:
     if not runs:
         raise FileNotFoundError(
             f'no training log (*/vis_data/scalars.json) in {work_dir}')
-    curve: Curve = {}
-    with open(runs[-1], encoding='utf-8') as f:
-        for line in f:
-            record = json.loads(line)
-            if AP_KEY in record:
-                curve[int(record['step'])] = (record[AP_KEY],
-                                              record.get(AP50_KEY, 0.))
+    curve = {
+        int(record['step']): (record[AP_KEY], record.get(AP50_KEY, 0.))
+        for record in read_json_lines(runs[-1]) if AP_KEY in record
+    }
     return dict(sorted(curve.items()))
 
 

@@ -44,18 +44,21 @@ def run_name(path: str) -> str:
     return osp.splitext(parts[-1])[0]
 
 
+def read_json_lines(path: str) -> List[dict]:
+    """The records of an MMEngine json log (``vis_data/*.json``), one json
+    object a line."""
+    with open(path, encoding='utf-8') as log_file:
+        return [json.loads(line) for line in log_file if line.strip()]
+
+
 def load_scalar_log(path: str, name: Optional[str] = None) -> ScalarLog:
     """Read an MMEngine json scalar log of an epoch-based training."""
     train, val = [], []
-    with open(path) as log_file:
-        for line in log_file:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if 'epoch' in record and 'iter' in record:
-                train.append(record)
-            elif 'step' in record:
-                val.append(dict(record, epoch_x=record['step']))
+    for record in read_json_lines(path):
+        if 'epoch' in record and 'iter' in record:
+            train.append(record)
+        elif 'step' in record:
+            val.append(dict(record, epoch_x=record['step']))
     if not train:
         raise ValueError(
             f'{path} has no training records with "epoch" and "iter": '
