@@ -134,6 +134,8 @@ def load_huggingface(
             raise FileNotFoundError(f'{path} holds neither model.safetensors '
                                     'nor pytorch_model.bin')
         path = found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint not found: {path}')
     config_path = Path(hf_config) if hf_config else path.parent / 'config.json'
     if not config_path.is_file():
         raise FileNotFoundError(
@@ -141,8 +143,6 @@ def load_huggingface(
             'decides the label mapping; pass --hf-config)')
     config = json.loads(config_path.read_text())
     if path.suffix == '.safetensors':
-        if not path.is_file():
-            raise FileNotFoundError(f'checkpoint not found: {path}')
         state_dict = load_file(str(path))
     else:
         state_dict = load_checkpoint_file(str(path))
