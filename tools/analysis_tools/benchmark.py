@@ -14,6 +14,8 @@ from mmdet_cdetr.utils import report_user_errors
 
 DEFAULT_MODELS = [
     'ours=configs/conditional_detr_r50_8x2_50e_coco.py',
+    'ours-nchw-backbone='
+    'configs/benchmark/conditional_detr_r50_nchw_8x2_50e_coco.py',
     'mmdet-conditional-detr='
     'configs/benchmark/mmdet_conditional_detr_r50_8x2_50e_coco.py',
     'mmdet-detr=mmdet::detr/detr_r50_8xb2-150e_coco.py',

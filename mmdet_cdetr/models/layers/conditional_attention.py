@@ -2,11 +2,12 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmdet_cdetr.registry import MODELS
+from .attention_kernel import attention_weights, multi_head_attention
+from .fast_dropout import Dropout, dropout
 
 
 @MODELS.register_module()
@@ -30,12 +31,13 @@ class ConditionalAttention(BaseModule):
     Parameter names follow mmdet's ``ConditionalAttention`` so checkpoints of
     either load into the other.
 
-    Two numerically equal paths compute the attention: the fused
-    :func:`torch.nn.functional.scaled_dot_product_attention` (default, never
-    materialises the weights) and a plain one that keeps them. Set
-    ``record_attention = True`` to take the plain path and keep the softmax
-    weights plus the content and spatial logits of cross-attention in
-    ``self.recorded`` (used by the attention visualiser).
+    Two numerically equal paths compute the attention:
+    :func:`multi_head_attention` (default: PyTorch's fused kernel, or on the
+    CPU with dropout, materialised weights dropped on all threads) and a
+    plain one that keeps the weights. Set ``record_attention = True`` to
+    take the plain path and keep the softmax weights plus the content and
+    spatial logits of cross-attention in ``self.recorded`` (used by the
+    attention visualiser).
 
     Args:
         embed_dims: Width of the decoder embeddings.
@@ -81,7 +83,7 @@ class ConditionalAttention(BaseModule):
         if cross_attn:
             self.qpos_sine_proj = nn.Linear(embed_dims, embed_dims)
         self.out_proj = nn.Linear(embed_dims, embed_dims)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop)
         nn.init.constant_(self.out_proj.bias, 0.)
 
     def forward(self,
@@ -178,26 +180,9 @@ class ConditionalAttention(BaseModule):
                 blocked: Optional[Tensor]) -> Tensor:
         """Multi-head attention of (bs, heads, n, d) tensors, heads merged."""
         dropout_p = self.attn_drop if self.training else 0.
-        if self.record_attention:
-            logits = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
-            if blocked is not None:
-                logits = logits.masked_fill(blocked, float('-inf'))
-            weights = logits.softmax(dim=-1)
-            self.recorded['weights'] = weights.detach()
-            out = F.dropout(weights, dropout_p, self.training) @ v
-        else:
-            value_dims = v.size(-1)
-            if dropout_p == 0 and value_dims < q.size(-1):
-                # Cross-attention has value heads half as wide as query/key
-                # heads, which sends PyTorch's CPU attention to its unfused
-                # fallback. Zero columns appended to the values leave the
-                # first value_dims output columns unchanged and let the
-                # fused kernel run (it has no dropout, hence only without).
-                v = F.pad(v, (0, q.size(-1) - value_dims))
-            out = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=None if blocked is None else ~blocked,
-                dropout_p=dropout_p)[..., :value_dims]
+        if not self.record_attention:
+            return multi_head_attention(q, k, v, blocked, dropout_p)
+        weights = attention_weights(q, k, blocked)
+        self.recorded['weights'] = weights.detach()
+        out = dropout(weights, dropout_p, self.training) @ v
         return out.transpose(1, 2).flatten(2)

@@ -10,6 +10,7 @@ from torch import Tensor
 from mmdet_cdetr.registry import MODELS
 from .conditional_detr_decoder_layer import \
     ConditionalDetrTransformerDecoderLayer
+from .fast_dropout import use_fast_dropout
 
 
 @MODELS.register_module()
@@ -23,7 +24,8 @@ class ConditionalDetrTransformerDecoder(DetrTransformerDecoder):
     embedding entering the layer, fixed to 1 for the first layer.
 
     Returns the post-normed output of every layer (for the auxiliary losses)
-    and the reference points.
+    and the reference points. Every dropout is
+    :class:`~.fast_dropout.Dropout` (multi-threaded masks on the CPU).
     """
 
     def _init_layers(self) -> None:
@@ -43,6 +45,7 @@ class ConditionalDetrTransformerDecoder(DetrTransformerDecoder):
         # Only the first layer adds the projected o_q to the content query.
         for layer in self.layers[1:]:
             layer.cross_attn.qpos_proj = None
+        use_fast_dropout(self)
 
     def forward(self,
                 query: Tensor,

@@ -1,25 +1,41 @@
 from typing import Optional
 
+import torch.nn.functional as F
 from mmcv.cnn.bricks.transformer import MultiheadAttention
 from mmdet.models.layers import DetrTransformerEncoder
 from torch import Tensor
 
 from mmdet_cdetr.registry import MODELS
+from .attention_kernel import multi_head_attention
+from .fast_dropout import use_fast_dropout
 
 
 @MODELS.register_module()
 class FusedDetrTransformerEncoder(DetrTransformerEncoder):
     """DETR's encoder, with self-attention that never builds attention
-    weights.
+    weights it does not need.
 
     mmdet's encoder layers call mmcv's ``MultiheadAttention``, which asks
     ``nn.MultiheadAttention`` for the head-averaged attention weights and
-    throws them away. Asking for none lets PyTorch run its fused
-    ``scaled_dot_product_attention`` kernel instead of materialising and
-    averaging (bs, heads, HW, HW) weights. The layers, their parameters
-    (names included) and the math are mmdet's, so checkpoints of either
-    encoder load into the other.
+    throws them away. Here the same parameters feed
+    :func:`multi_head_attention` (PyTorch's fused kernel; on the CPU with
+    dropout, masks drawn on all threads), and every dropout is
+    :class:`~.fast_dropout.Dropout`. The layers, their parameters (names
+    included) and the math are mmdet's, so checkpoints of either encoder load
+    into the other.
     """
+
+    def _init_layers(self) -> None:
+        super()._init_layers()
+        for index, layer in enumerate(self.layers):
+            attn = layer.self_attn.attn
+            if (not attn._qkv_same_embed_dim or attn.bias_k is not None
+                    or attn.add_zero_attn):
+                raise ValueError(
+                    f'encoder layer {index}: FusedDetrTransformerEncoder '
+                    'supports plain self-attention only (no kdim/vdim, '
+                    'add_bias_kv or add_zero_attn).')
+        use_fast_dropout(self)
 
     def forward(self, query: Tensor, query_pos: Tensor,
                 key_padding_mask: Optional[Tensor], **kwargs) -> Tensor:
@@ -37,17 +53,22 @@ def _self_attention(attn: MultiheadAttention, query: Tensor, query_pos: Tensor,
                     key_padding_mask: Optional[Tensor]) -> Tensor:
     """mmcv's ``MultiheadAttention.forward`` for self-attention with the
     position added to query and key, without attention weights."""
-    query_key = query + query_pos
-    if attn.batch_first:
-        query_key, value = query_key.transpose(0, 1), query.transpose(0, 1)
-    else:
-        value = query
-    out = attn.attn(
-        query_key,
-        query_key,
-        value,
-        key_padding_mask=key_padding_mask,
-        need_weights=False)[0]
-    if attn.batch_first:
-        out = out.transpose(0, 1)
-    return query + attn.dropout_layer(attn.proj_drop(out))
+    if not attn.batch_first:
+        query, query_pos = query.transpose(0, 1), query_pos.transpose(0, 1)
+    inner = attn.attn
+    dims = inner.embed_dim
+    weight, bias = inner.in_proj_weight, inner.in_proj_bias
+    query_key = F.linear(query + query_pos, weight[:2 * dims],
+                         None if bias is None else bias[:2 * dims])
+    value = F.linear(query, weight[2 * dims:],
+                     None if bias is None else bias[2 * dims:])
+    q, k, v = (
+        tensor.unflatten(-1, (inner.num_heads, -1)).transpose(1, 2)
+        for tensor in (*query_key.chunk(2, dim=-1), value))
+    blocked = None if key_padding_mask is None else (
+        key_padding_mask.bool()[:, None, None, :])
+    out = inner.out_proj(
+        multi_head_attention(q, k, v, blocked,
+                             inner.dropout if inner.training else 0.))
+    out = query + attn.dropout_layer(attn.proj_drop(out))
+    return out if attn.batch_first else out.transpose(0, 1)

@@ -1,0 +1,57 @@
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .fast_dropout import keep_mask
+
+
+def attention_weights(q: Tensor, k: Tensor,
+                      blocked: Optional[Tensor]) -> Tensor:
+    """Softmax attention weights of (bs, heads, n, d) queries and keys;
+    ``blocked`` (True = may not attend) broadcasts to the logits."""
+    # Scaling q, and adding the mask as -inf in place, saves two passes (and
+    # their backward passes) over the larger logits tensor.
+    logits = (q * (1 / math.sqrt(q.size(-1)))) @ k.transpose(-2, -1)
+    if blocked is not None:
+        logits += torch.zeros(
+            blocked.shape, dtype=logits.dtype,
+            device=logits.device).masked_fill_(blocked, float('-inf'))
+    return logits.softmax(dim=-1)
+
+
+def multi_head_attention(q: Tensor, k: Tensor, v: Tensor,
+                         blocked: Optional[Tensor],
+                         dropout_p: float) -> Tensor:
+    """``dropout(softmax(q k^T / sqrt(d))) v`` of (bs, heads, n, d)
+    tensors, heads merged: (bs, n, heads * dv).
+
+    Picks the fastest exact path: PyTorch's fused attention, except for
+    dropout on the CPU, where the fused kernel falls back to an unfused one
+    with PyTorch's single-threaded dropout; there the weights are
+    materialised and dropped with :func:`dropout`.
+    """
+    value_dims = v.size(-1)
+    if dropout_p > 0 and q.device.type == 'cpu':
+        # Dropping weights unscaled and scaling the (smaller) output instead
+        # is the same product with one pass fewer over the weights.
+        weights = attention_weights(q, k, blocked)
+        dropped = torch.where(keep_mask(weights.shape, dropout_p), weights, 0.)
+        out = (dropped @ v) * (1 / (1 - dropout_p))
+    else:
+        if dropout_p == 0 and value_dims < q.size(-1):
+            # Value heads narrower than query/key heads (conditional
+            # cross-attention) send PyTorch's CPU attention to its unfused
+            # fallback. Zero columns appended to the values leave the first
+            # value_dims output columns unchanged and let the fused kernel
+            # run.
+            v = F.pad(v, (0, q.size(-1) - value_dims))
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=None if blocked is None else ~blocked,
+            dropout_p=dropout_p)[..., :value_dims]
+    return out.transpose(1, 2).flatten(2)

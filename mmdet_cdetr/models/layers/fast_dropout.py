@@ -1,0 +1,65 @@
+"""Dropout for CPU training, about twice as fast as PyTorch's.
+
+PyTorch's CPU dropout draws its mask with ``bernoulli_`` (parallel through MKL
+on Intel CPUs only, one Mersenne-Twister number per element on a single
+thread elsewhere) and then scales it in further passes. With the DETR
+recipe's dropout of 0.1 in every attention and FFN, drawing masks took a
+quarter of a CPU training step of the transformer on this project's AMD
+machine. Here each element's Bernoulli draw compares 32 random bits with
+``p * 2**32`` (torch's own draws have 24 bits); the bits are numpy PCG64's raw
+output, much faster than torch's Mersenne Twister, seeded from torch's
+default generator, so ``torch.manual_seed`` still makes training
+reproducible. On other devices PyTorch's fused dropout is already fast and is
+used as it is.
+"""
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """:func:`torch.nn.functional.dropout` with a faster CPU mask.
+
+    Each element is zeroed with probability ``p`` and the others are scaled
+    by ``1 / (1 - p)``; the gradient is the mask times the same scale.
+    """
+    if not training or p == 0 or p >= 1 or x.device.type != 'cpu':
+        return F.dropout(x, p, training)
+    if p < 0:
+        raise ValueError(f'dropout probability must be in [0, 1], got {p}')
+    return x * keep_mask(x.shape, p).to(x.dtype).mul_(1 / (1 - p))
+
+
+def keep_mask(shape: Sequence[int], p: float) -> Tensor:
+    """A CPU bool tensor, each element False with probability ``p`` (to
+    within 2**-32): the elements a dropout of ``p`` keeps."""
+    numel = math.prod(shape)
+    seed = int(torch.randint(2**62, ()))
+    bits = np.random.PCG64(seed).random_raw((numel + 1) // 2)
+    threshold = np.uint32(min(round(p * 2**32), 2**32 - 1))
+    return torch.from_numpy(
+        bits.view(np.uint32)[:numel] >= threshold).view(shape)
+
+
+class Dropout(nn.Dropout):
+    """:class:`torch.nn.Dropout` drawing CPU masks with :func:`dropout`
+    (never in place)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+
+def use_fast_dropout(module: nn.Module) -> nn.Module:
+    """Replace every :class:`torch.nn.Dropout` under ``module`` (mmcv's
+    subclass included) with :class:`Dropout` of the same probability.
+    Dropout has no parameters, so state dicts do not change."""
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if isinstance(child,
+                          nn.Dropout) and not isinstance(child, Dropout):
+                setattr(parent, name, Dropout(child.p))
+    return module
