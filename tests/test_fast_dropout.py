@@ -40,6 +40,14 @@ def test_keep_mask_rate_and_no_repeats():
     assert not torch.equal(mask, keep_mask((2, NUMEL // 2), 0.3))
 
 
+def test_keep_mask_resolves_rates_finer_than_its_first_byte():
+    # 25.5 / 256: deciding on the first 8 random bits alone would drop
+    # 25 / 256 or 26 / 256 of the elements, 13 standard deviations away.
+    numel, p = 4 * NUMEL, 25.5 / 256
+    dropped = 1 - keep_mask((numel, ), p).float().mean().item()
+    assert abs(dropped - p) < 6 * (p * (1 - p) / numel)**0.5
+
+
 def test_dropout_follows_torch_manual_seed():
     x = torch.randn(1000)
     torch.manual_seed(5)

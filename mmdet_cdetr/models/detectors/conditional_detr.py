@@ -56,6 +56,18 @@ class ConditionalDETR(DETR):
                 memory_format=torch.channels_last)
         return super().extract_feat(batch_inputs)
 
+    def pre_decoder(self, memory: Tensor) -> Tuple[Dict, Dict]:
+        """Zero content queries and the learned query positions ``o_q``.
+
+        ``o_q`` is expanded over the batch, not repeated as in mmdet's DETR:
+        the decoder sees the stride-0 batch dimension and projects ``o_q``
+        once per batch instead of once per image.
+        """
+        batch_size = memory.size(0)
+        query_pos = self.query_embedding.weight.expand(batch_size, -1, -1)
+        query = memory.new_zeros(query_pos.shape)
+        return dict(query_pos=query_pos, query=query, memory=memory), {}
+
     def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor,
                         memory_mask: Optional[Tensor],
                         memory_pos: Tensor) -> Dict:

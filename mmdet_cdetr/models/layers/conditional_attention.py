@@ -128,8 +128,10 @@ class ConditionalAttention(BaseModule):
                       c // self.num_heads).transpose(1, 2)
 
     def _self_qkv(self, query: Tensor, query_pos: Tensor):
-        q = self.qcontent_proj(query) + self.qpos_proj(query_pos)
-        k = self.kcontent_proj(query) + self.kpos_proj(query_pos)
+        q = self.qcontent_proj(query) + project_batch_shared(
+            self.qpos_proj, query_pos)
+        k = self.kcontent_proj(query) + project_batch_shared(
+            self.kpos_proj, query_pos)
         v = self.v_proj(query)
         return self._split_heads(q), self._split_heads(k), self._split_heads(v)
 
@@ -143,9 +145,11 @@ class ConditionalAttention(BaseModule):
         k_content = self.kcontent_proj(memory)
         k_pos = self.kpos_proj(key_pos)
         if is_first or self.keep_query_pos:
-            q_content = q_content + self.qpos_proj(query_pos)
+            q_content = q_content + project_batch_shared(
+                self.qpos_proj, query_pos)
             k_content = k_content + k_pos
-        q_spatial = self.qpos_sine_proj(ref_sine_embed)
+        q_spatial = project_batch_shared(self.qpos_sine_proj,
+                                         ref_sine_embed).expand_as(q_content)
         q_content, q_spatial = (self._split_heads(q_content),
                                 self._split_heads(q_spatial))
         k_content, k_pos = self._split_heads(k_content), self._split_heads(
@@ -186,3 +190,13 @@ class ConditionalAttention(BaseModule):
         self.recorded['weights'] = weights.detach()
         out = dropout(weights, dropout_p, self.training) @ v
         return out.transpose(1, 2).flatten(2)
+
+
+def project_batch_shared(projection: nn.Module, x: Tensor) -> Tensor:
+    """``projection(x)``, computed once for the whole batch when ``x``
+    repeats one (n, c) tensor along the batch without copies (stride 0), as
+    the learned query positions ``o_q`` do. The result then has batch size 1
+    and broadcasts."""
+    if x.size(0) > 1 and x.stride(0) == 0:
+        return projection(x[:1])
+    return projection(x)

@@ -8,6 +8,7 @@ from mmengine.model import ModuleList
 from torch import Tensor
 
 from mmdet_cdetr.registry import MODELS
+from .conditional_attention import project_batch_shared
 from .conditional_detr_decoder_layer import \
     ConditionalDetrTransformerDecoderLayer
 from .fast_dropout import use_fast_dropout
@@ -68,13 +69,15 @@ class ConditionalDetrTransformerDecoder(DetrTransformerDecoder):
             (1, ...) when ``return_intermediate`` is False, and reference
             points (bs, num_queries, 2) in [0, 1] as (x, y).
         """
-        references = self.ref_point_head(query_pos).sigmoid()
+        references = project_batch_shared(self.ref_point_head,
+                                          query_pos).sigmoid()
         position_embed = coordinate_to_encoding(
             references, num_feats=self.embed_dims // 2)
+        references = references.expand(query.size(0), -1, -1)
         intermediate = []
         for layer_id, layer in enumerate(self.layers):
             is_first = layer_id == 0
-            ref_sine_embed = position_embed if is_first else (
+            ref_sine_embed = position_embed.expand_as(query) if is_first else (
                 position_embed * self.query_scale(query))
             query = layer(
                 query,

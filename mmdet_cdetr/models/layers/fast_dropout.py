@@ -1,4 +1,4 @@
-"""Dropout for CPU training, about twice as fast as PyTorch's.
+"""Dropout for CPU training, about three times as fast as PyTorch's.
 
 PyTorch's CPU dropout draws its mask with ``bernoulli_`` (parallel through MKL
 on Intel CPUs only, one Mersenne-Twister number per element on a single
@@ -6,11 +6,11 @@ thread elsewhere) and then scales it in further passes. With the DETR
 recipe's dropout of 0.1 in every attention and FFN, drawing masks took a
 quarter of a CPU training step of the transformer on this project's AMD
 machine. Here each element's Bernoulli draw compares 32 random bits with
-``p * 2**32`` (torch's own draws have 24 bits); the bits are numpy PCG64's raw
-output, much faster than torch's Mersenne Twister, seeded from torch's
-default generator, so ``torch.manual_seed`` still makes training
-reproducible. On other devices PyTorch's fused dropout is already fast and is
-used as it is.
+``p * 2**32`` (torch's own draws have 24 bits), mostly deciding on the first
+8 (:func:`keep_mask`); the bits are numpy PCG64's raw output, much faster than
+torch's Mersenne Twister, seeded from torch's default generator, so
+``torch.manual_seed`` still makes training reproducible. On other devices
+PyTorch's fused dropout is already fast and is used as it is.
 """
 import math
 from typing import Sequence
@@ -36,13 +36,24 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
 
 def keep_mask(shape: Sequence[int], p: float) -> Tensor:
     """A CPU bool tensor, each element False with probability ``p`` (to
-    within 2**-32): the elements a dropout of ``p`` keeps."""
+    within 2**-32): the elements a dropout of ``p`` keeps.
+
+    An element is kept when its 32 random bits ``u`` reach
+    ``t = round(p * 2**32)``. The top byte of ``u`` decides unless it equals
+    the top byte of ``t`` (1 element in 256); only those elements draw the
+    other 24 bits. Same distribution as comparing all 32 bits, a quarter of
+    the random numbers.
+    """
     numel = math.prod(shape)
-    seed = int(torch.randint(2**62, ()))
-    bits = np.random.PCG64(seed).random_raw((numel + 1) // 2)
-    threshold = np.uint32(min(round(p * 2**32), 2**32 - 1))
-    return torch.from_numpy(
-        bits.view(np.uint32)[:numel] >= threshold).view(shape)
+    threshold = min(round(p * 2**32), 2**32 - 1)
+    top, rest = np.uint8(threshold >> 24), threshold & 0xFFFFFF
+    bits = np.random.PCG64(int(torch.randint(2**62, ())))
+    high = bits.random_raw(-(-numel // 8)).view(np.uint8)[:numel]
+    keep = high > top
+    ties = np.flatnonzero(high == top)
+    low = bits.random_raw(-(-ties.size // 2)).view(np.uint32)[:ties.size]
+    keep[ties] = (low & 0xFFFFFF) >= rest
+    return torch.from_numpy(keep).view(shape)
 
 
 class Dropout(nn.Dropout):
