@@ -143,3 +143,24 @@ def test_reference_points_are_shared_and_query_pos_dependent():
         refs,
         _mlp(decoder.ref_point_head, query_pos).sigmoid())
     assert refs.min() > 0 and refs.max() < 1
+
+
+def test_query_positions_expanded_over_the_batch_equal_repeated():
+    """The detector expands o_q over the batch (stride 0) so that the decoder
+    projects it once; outputs and gradients equal those of a repeated o_q."""
+    decoder = _decoder()
+    embedding = torch.randn(NQ, DIM)
+    query = torch.randn(BS, NQ, DIM)
+    memory, key_pos = torch.randn(BS, NK, DIM), torch.randn(BS, NK, DIM)
+    results = []
+    for shared in (True, False):
+        weight = embedding.clone().requires_grad_()
+        query_pos = (weight.expand(BS, -1, -1)
+                     if shared else weight.unsqueeze(0).repeat(BS, 1, 1))
+        assert (query_pos.stride(0) == 0) == shared
+        hidden, refs = decoder(query, memory, query_pos, key_pos)
+        (hidden.square().sum() + refs.sum()).backward()
+        results.append((hidden.detach(), refs.detach(), weight.grad))
+    assert results[0][1].shape == (BS, NQ, 2)
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
