@@ -155,8 +155,9 @@ def test_query_positions_expanded_over_the_batch_equal_repeated():
     results = []
     for shared in (True, False):
         weight = embedding.clone().requires_grad_()
-        query_pos = (weight.expand(BS, -1, -1)
-                     if shared else weight.unsqueeze(0).repeat(BS, 1, 1))
+        query_pos = (
+            weight.expand(BS, -1, -1)
+            if shared else weight.unsqueeze(0).repeat(BS, 1, 1))
         assert (query_pos.stride(0) == 0) == shared
         hidden, refs = decoder(query, memory, query_pos, key_pos)
         (hidden.square().sum() + refs.sum()).backward()
