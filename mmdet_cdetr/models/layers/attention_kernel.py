@@ -30,8 +30,8 @@ def multi_head_attention(q: Tensor, k: Tensor, v: Tensor,
 
     Picks the fastest exact path: PyTorch's fused attention, except for
     dropout on the CPU, where the fused kernel falls back to an unfused one
-    with PyTorch's single-threaded dropout; there the weights are
-    materialised and dropped with :func:`dropout`.
+    with PyTorch's slow CPU dropout; there the weights are materialised and
+    dropped with :func:`~.fast_dropout.keep_mask`.
     """
     value_dims = v.size(-1)
     if dropout_p > 0 and q.device.type == 'cpu':

@@ -33,7 +33,7 @@ class ConditionalAttention(BaseModule):
 
     Two numerically equal paths compute the attention:
     :func:`multi_head_attention` (default: PyTorch's fused kernel, or on the
-    CPU with dropout, materialised weights dropped on all threads) and a
+    CPU with dropout, materialised weights with faster dropout masks) and a
     plain one that keeps the weights. Set ``record_attention = True`` to
     take the plain path and keep the softmax weights plus the content and
     spatial logits of cross-attention in ``self.recorded`` (used by the

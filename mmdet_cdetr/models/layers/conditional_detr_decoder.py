@@ -26,7 +26,7 @@ class ConditionalDetrTransformerDecoder(DetrTransformerDecoder):
 
     Returns the post-normed output of every layer (for the auxiliary losses)
     and the reference points. Every dropout is
-    :class:`~.fast_dropout.Dropout` (multi-threaded masks on the CPU).
+    :class:`~.fast_dropout.Dropout` (faster masks on the CPU).
     """
 
     def _init_layers(self) -> None:
