@@ -8,6 +8,27 @@ from torch import Tensor
 from .fast_dropout import keep_mask
 
 
+def split_heads(x: Tensor, num_heads: int) -> Tensor:
+    """(bs, n, c) -> (bs, num_heads, n, c // num_heads), a view."""
+    return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+
+
+def blocked_mask(attn_mask: Optional[Tensor],
+                 key_padding_mask: Optional[Tensor]) -> Optional[Tensor]:
+    """Fold mmdet's masks (True = blocked) into one boolean mask that
+    broadcasts to (bs, num_heads, num_queries, num_keys)."""
+    blocked = None
+    if key_padding_mask is not None:
+        blocked = key_padding_mask.bool()[:, None, None, :]
+    if attn_mask is not None:
+        if attn_mask.dtype != torch.bool:
+            raise TypeError('attn_mask must be a bool tensor (True = '
+                            f'blocked), got {attn_mask.dtype}.')
+        mask = attn_mask if attn_mask.dim() == 2 else attn_mask[:, None]
+        blocked = mask if blocked is None else blocked | mask
+    return blocked
+
+
 def attention_weights(q: Tensor, k: Tensor,
                       blocked: Optional[Tensor]) -> Tensor:
     """Softmax attention weights of (bs, heads, n, d) queries and keys;

@@ -6,7 +6,8 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmdet_cdetr.registry import MODELS
-from .attention_kernel import attention_weights, multi_head_attention
+from .attention_kernel import (attention_weights, blocked_mask,
+                               multi_head_attention, split_heads)
 from .fast_dropout import Dropout, dropout
 
 
@@ -117,15 +118,11 @@ class ConditionalAttention(BaseModule):
                                       ref_sine_embed, is_first)
         else:
             q, k, v = self._self_qkv(query, query_pos)
-        out = self._attend(q, k, v,
-                           self._merge_masks(attn_mask, key_padding_mask))
+        out = self._attend(q, k, v, blocked_mask(attn_mask, key_padding_mask))
         return query + self.proj_drop(self.out_proj(out))
 
     def _split_heads(self, x: Tensor) -> Tensor:
-        """(bs, n, c) -> (bs, num_heads, n, c // num_heads)."""
-        bs, n, c = x.shape
-        return x.view(bs, n, self.num_heads,
-                      c // self.num_heads).transpose(1, 2)
+        return split_heads(x, self.num_heads)
 
     def _self_qkv(self, query: Tensor, query_pos: Tensor):
         q = self.qcontent_proj(query) + project_batch_shared(
@@ -163,22 +160,6 @@ class ConditionalAttention(BaseModule):
         q = torch.cat([q_content, q_spatial], dim=-1)
         k = torch.cat([k_content, k_pos], dim=-1)
         return q, k, self._split_heads(self.v_proj(memory))
-
-    @staticmethod
-    def _merge_masks(attn_mask: Optional[Tensor],
-                     key_padding_mask: Optional[Tensor]) -> Optional[Tensor]:
-        """Fold mmdet's masks (True = blocked) into one boolean mask that
-        broadcasts to (bs, num_heads, num_queries, num_keys)."""
-        blocked = None
-        if key_padding_mask is not None:
-            blocked = key_padding_mask.bool()[:, None, None, :]
-        if attn_mask is not None:
-            if attn_mask.dtype != torch.bool:
-                raise TypeError('attn_mask must be a bool tensor (True = '
-                                f'blocked), got {attn_mask.dtype}.')
-            mask = attn_mask if attn_mask.dim() == 2 else attn_mask[:, None]
-            blocked = mask if blocked is None else blocked | mask
-        return blocked
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor,
                 blocked: Optional[Tensor]) -> Tensor:

@@ -6,7 +6,7 @@ from mmdet.models.layers import DetrTransformerEncoder
 from torch import Tensor
 
 from mmdet_cdetr.registry import MODELS
-from .attention_kernel import multi_head_attention
+from .attention_kernel import blocked_mask, multi_head_attention, split_heads
 from .fast_dropout import use_fast_dropout
 
 
@@ -63,12 +63,10 @@ def _self_attention(attn: MultiheadAttention, query: Tensor, query_pos: Tensor,
     value = F.linear(query, weight[2 * dims:],
                      None if bias is None else bias[2 * dims:])
     q, k, v = (
-        tensor.unflatten(-1, (inner.num_heads, -1)).transpose(1, 2)
+        split_heads(tensor, inner.num_heads)
         for tensor in (*query_key.chunk(2, dim=-1), value))
-    blocked = None if key_padding_mask is None else (
-        key_padding_mask.bool()[:, None, None, :])
     out = inner.out_proj(
-        multi_head_attention(q, k, v, blocked,
+        multi_head_attention(q, k, v, blocked_mask(None, key_padding_mask),
                              inner.dropout if inner.training else 0.))
     out = query + attn.dropout_layer(attn.proj_drop(out))
     return out if attn.batch_first else out.transpose(0, 1)
