@@ -20,3 +20,9 @@ model = dict(
 train_dataloader = dict(dataset=dict(_scope_='mmdet_cdetr'))
 val_dataloader = dict(dataset=dict(_scope_='mmdet_cdetr'))
 test_dataloader = val_dataloader
+
+# Checked before anything is trained: the head's num_classes against every
+# data set's classes. A training run's load_from may bring a classifier for
+# another number of classes (fine-tuning: it is re-initialised and the rest
+# loads); testing and --resume refuse one.
+custom_hooks = [dict(type='NumClassCheckHook'), dict(type='FineTuneHook')]
