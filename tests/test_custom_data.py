@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, quick_cfg, run_tool, write_config
+from conftest import (REPO, assert_clean_error, quick_cfg, run_tool,
+                      write_config)
 from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.optim import OptimWrapper
@@ -22,15 +23,6 @@ TWO_CLASSES = "dict(classes=('square', 'circle'))"
 LOADER_WITH_METAINFO = ('dict(batch_size=8, num_workers=0, '
                         'persistent_workers=False, dataset=dict('
                         'data_root=data_root, metainfo=metainfo))')
-
-
-def _assert_clean_error(result, *needles):
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert 'Traceback' not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith('error: '), last
-    for needle in needles:
-        assert needle in last, last
 
 
 def _two_class_config(path, data_root, **overrides):
@@ -123,8 +115,8 @@ def test_fine_tune_three_to_two_classes_trains(trained, synthetic_root,
         str(tmp_path / 'resume'), '--resume',
         str(ckpt)
     ])
-    _assert_clean_error(resumed, 'bbox_head.fc_cls.weight', '(3, 128)',
-                        '(2, 128)')
+    assert_clean_error(resumed, 'bbox_head.fc_cls.weight', '(3, 128)',
+                       '(2, 128)')
 
 
 def test_worked_configs_are_consistent():
@@ -150,8 +142,8 @@ def test_class_name_absent_from_annotations(synthetic_root, tmp_path):
         train_dataloader=LOADER_WITH_METAINFO,
         model='dict(bbox_head=dict(num_classes=2))')
     result = run_tool(['tools/train.py', config, '--work-dir', str(tmp_path)])
-    _assert_clean_error(result, "'hexagon'", 'instances_train.json',
-                        "'square', 'circle', 'triangle'")
+    assert_clean_error(result, "'hexagon'", 'instances_train.json',
+                       "'square', 'circle', 'triangle'")
 
 
 @pytest.mark.parametrize('key', ['images', 'annotations', 'categories'])
@@ -180,8 +172,8 @@ def test_num_classes_differs_from_classes(synthetic_root, tmp_path):
         synthetic_root,
         model='dict(bbox_head=dict(num_classes=2))')
     result = run_tool(['tools/train.py', config, '--work-dir', str(tmp_path)])
-    _assert_clean_error(result, 'model.bbox_head.num_classes=2',
-                        '3 classes (square, circle, triangle)')
+    assert_clean_error(result, 'model.bbox_head.num_classes=2',
+                       '3 classes (square, circle, triangle)')
     assert 'Epoch(train)' not in result.stdout
 
 
@@ -197,8 +189,8 @@ def test_nan_box_names_image_and_annotation(data_copy, tmp_path):
     _edit_annotations(data_copy, 'val', poison)
     config = write_config(tmp_path / 'cfg.py', str(data_copy))
     result = run_tool(['tools/train.py', config, '--work-dir', str(tmp_path)])
-    _assert_clean_error(result, f'annotation id {ann["id"]}',
-                        image['file_name'], 'instances_val.json', 'finite')
+    assert_clean_error(result, f'annotation id {ann["id"]}',
+                       image['file_name'], 'instances_val.json', 'finite')
 
 
 def test_bad_boxes_are_dropped_or_clipped_and_reported(data_copy):
@@ -242,15 +234,15 @@ def test_undecodable_image_in_train_and_val(data_copy, tmp_path, trained):
     corrupt.write_bytes(b'not an image at all')
     config = write_config(tmp_path / 'cfg.py', str(data_copy))
     train = run_tool(['tools/train.py', config, '--work-dir', str(tmp_path)])
-    _assert_clean_error(train, f'cannot decode image {empty}',
-                        'instances_train.json')
+    assert_clean_error(train, f'cannot decode image {empty}',
+                       'instances_train.json')
     test = run_tool([
         'tools/test.py', config,
         str(trained['work_dir'] / 'epoch_2.pth'), '--work-dir',
         str(tmp_path)
     ])
-    _assert_clean_error(test, f'cannot decode image {corrupt}',
-                        'instances_val.json')
+    assert_clean_error(test, f'cannot decode image {corrupt}',
+                       'instances_val.json')
 
 
 def test_large_image_is_resized_by_the_quick_start(tmp_path):
