@@ -20,3 +20,9 @@ model = dict(
 train_dataloader = dict(dataset=dict(_scope_='mmdet_cdetr'))
 val_dataloader = dict(dataset=dict(_scope_='mmdet_cdetr'))
 test_dataloader = val_dataloader
+
+# Checkpoints written atomically, old ones removed last; every random state
+# saved, so that --resume repeats the uninterrupted run (docs/long_runs.md).
+default_hooks = dict(
+    checkpoint=dict(_scope_='mmdet_cdetr', type='AtomicCheckpointHook'))
+custom_hooks = [dict(type='RandomStateHook')]

@@ -1,0 +1,3 @@
+from .hooks import AtomicCheckpointHook, RandomStateHook
+
+__all__ = ['AtomicCheckpointHook', 'RandomStateHook']
