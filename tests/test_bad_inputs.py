@@ -170,3 +170,10 @@ def test_config_with_a_syntax_error(synthetic_root, tmp_path, monkeypatch,
     assert code == 1
     assert line.startswith(
         f'error: syntax error in config {config}, line {lines}: ')
+    # In a base config, the base is named.
+    child = tmp_path / 'child.py'
+    child.write_text("_base_ = './cfg.py'\n")
+    code, line = _run_in_process(monkeypatch, capsys, 'train.py', child)
+    assert code == 1
+    assert line.startswith(
+        f'error: syntax error in config {config}, line {lines}: ')

@@ -42,7 +42,8 @@ def _syntax_error(err: SyntaxError) -> str:
     """Where the config's syntax error is. MMEngine re-raises it as
     "... config file PATH: MESSAGE (<unknown>, line N)"."""
     if err.filename and err.filename != '<unknown>':
-        return f'syntax error in {err.filename}, line {err.lineno}: {err.msg}'
+        return (f'syntax error in config {err.filename}, line {err.lineno}: '
+                f'{err.msg}')
     found = re.search(r'config file (.+?): (.+) \(<unknown>, line (\d+)\)',
                       str(err))
     if found is None:
@@ -142,11 +143,27 @@ def add_runner_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+def _config_being_read(err: SyntaxError, default: str) -> str:
+    """The file (the config or one of its bases) mmengine was reading when
+    it parsed text without a file name and raised ``err``."""
+    filename, frame = default, err.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name == '_file2dict':
+            filename = frame.tb_frame.f_locals.get('filename', filename)
+        frame = frame.tb_next
+    return osp.normpath(filename)
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """The config of ``args.config`` with the shared flags applied."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = Config.fromfile(args.config)
+    except SyntaxError as err:
+        if err.filename in (None, '<unknown>') and err.lineno:
+            err.filename = _config_being_read(err, args.config)
+        raise
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
