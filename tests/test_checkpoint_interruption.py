@@ -51,9 +51,12 @@ def _train(config, work_dir, tmp_path, fault, *args):
         PYTHONPATH=f'{REPO}:{tmp_path}',
         FAULT=fault,
         FAULT_MARKER=str(tmp_path / 'saving'))
+    command = [
+        sys.executable, 'tools/train.py', config, '--work-dir',
+        str(work_dir), *args
+    ]
     return subprocess.Popen(
-        [sys.executable, 'tools/train.py', config, '--work-dir',
-         str(work_dir), *args],
+        command,
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -73,8 +76,8 @@ def _signal_during_save_of_epoch_2(process, marker, sig):
 
 
 def _epoch(path):
-    return torch.load(path, map_location='cpu', weights_only=True)['meta'][
-        'epoch']
+    return torch.load(
+        path, map_location='cpu', weights_only=True)['meta']['epoch']
 
 
 def _assert_epoch_1_is_the_last_checkpoint(work_dir):
@@ -157,8 +160,7 @@ def saving(tmp_path, request):
     hook.after_train(runner)
 
 
-def test_failure_while_writing_keeps_the_previous_checkpoint(
-        saving, tmp_path):
+def test_failure_while_writing_keeps_the_previous_checkpoint(saving, tmp_path):
     hook, runner = saving
     runner.fail_writing = True
     with pytest.raises(OSError, match='injected'):

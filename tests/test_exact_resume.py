@@ -9,12 +9,12 @@ from conftest import run_tool, write_config
 
 def _epoch_losses(work_dir, epoch: int) -> list:
     log = ''.join(p.read_text() for p in sorted(work_dir.glob('*/*.log')))
-    return re.findall(rf'Epoch\(train\) +\[{epoch}\]\[ *(\d+)/\d+\].*? loss: '
-                      r'([0-9.]+)', log)
+    return re.findall(
+        rf'Epoch\(train\) +\[{epoch}\]\[ *(\d+)/\d+\].*? loss: '
+        r'([0-9.]+)', log)
 
 
-def test_resume_from_epoch_2_repeats_the_3_epoch_run(synthetic_root,
-                                                     tmp_path):
+def test_resume_from_epoch_2_repeats_the_3_epoch_run(synthetic_root, tmp_path):
     # One persistent worker with random flips, dropout everywhere and a
     # validation after every epoch: each would break exactness on its own.
     config = write_config(

@@ -21,8 +21,10 @@ def _executable(path, text=RECORDER):
 def checkout(tmp_path):
     """The launch scripts in a checkout of their own, stubs on PATH."""
     root = tmp_path / 'repo'
-    shutil.copytree(REPO / 'tools', root / 'tools',
-                    ignore=shutil.ignore_patterns('*.py', '__pycache__'))
+    shutil.copytree(
+        REPO / 'tools',
+        root / 'tools',
+        ignore=shutil.ignore_patterns('*.py', '__pycache__'))
     bin_dir = tmp_path / 'bin'
     _executable(bin_dir / 'srun')
     _executable(bin_dir / 'python')
@@ -89,8 +91,15 @@ def test_slurm_test_defaults_and_venv_python(checkout):
     ]
 
 
-def _torchrun(python, checkout, script, nproc, *args, nnodes=1, rank=0,
-              addr='127.0.0.1', port=29500):
+def _torchrun(python,
+              checkout,
+              script,
+              nproc,
+              *args,
+              nnodes=1,
+              rank=0,
+              addr='127.0.0.1',
+              port=29500):
     return [
         python, '-m', 'torch.distributed.run', f'--nnodes={nnodes}',
         f'--node_rank={rank}', f'--master_addr={addr}',

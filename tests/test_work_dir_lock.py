@@ -62,7 +62,7 @@ def test_only_rank_0_of_a_distributed_run_locks(tmp_path, monkeypatch):
 def test_work_dir_that_cannot_be_created(tmp_path):
     blocker = tmp_path / 'file'
     blocker.write_text('')
-    with pytest.raises(WorkDirError,
-                       match=f'cannot create work dir {blocker}/work'):
+    with pytest.raises(
+            WorkDirError, match=f'cannot create work dir {blocker}/work'):
         with lock_work_dir(str(blocker / 'work')):
             pass

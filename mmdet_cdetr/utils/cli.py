@@ -6,7 +6,7 @@ import pickle
 import re
 import sys
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -52,7 +52,7 @@ def _syntax_error(err: SyntaxError) -> str:
     return f'syntax error in config {path}, line {line}: {message}'
 
 
-def _option_error(err: TypeError, cfg_options: Sequence[str]) -> str:
+def _option_error(err: TypeError, cfg_options: Iterable) -> str:
     """The ``--cfg-options`` key behind an "unexpected keyword argument"
     error, or '' when the argument did not come from one."""
     found = re.search(r"unexpected keyword argument '(\w+)'", str(err))
@@ -64,8 +64,10 @@ def _option_error(err: TypeError, cfg_options: Sequence[str]) -> str:
 
 
 @contextmanager
-def report_user_errors(checkpoint: Optional[str] = None,
-                       cfg_options: Sequence[str] = ()) -> Iterator[None]:
+def report_user_errors(
+    checkpoint: Optional[str] = None,
+    cfg_options: Iterable = ()
+) -> Iterator[None]:
     """Turn a :data:`USER_ERRORS` exception (or a config's syntax error, a
     misspelt ``--cfg-options`` key, Ctrl-C) into ``error: ...`` on stderr
     and exit status 1 (130 for Ctrl-C). Set ``MMDET_CDETR_TRACEBACK=1`` to

@@ -17,7 +17,8 @@ from typing import Iterator
 
 LOCK_FILE = '.train.lock'
 # Where each launcher of tools/train.py puts a process's global rank.
-_RANK_VARIABLES = dict(pytorch='RANK', slurm='SLURM_PROCID', mpi='OMPI_COMM_WORLD_RANK')
+_RANK_VARIABLES = dict(
+    pytorch='RANK', slurm='SLURM_PROCID', mpi='OMPI_COMM_WORLD_RANK')
 
 
 class WorkDirError(RuntimeError):
@@ -62,9 +63,9 @@ def lock_work_dir(work_dir: str, launcher: str = 'none') -> Iterator[None]:
                 f'work dir {work_dir} is in use by another training run '
                 f'({holder or "unknown process"}): wait for it to end or '
                 'choose another --work-dir') from None
+        holder = f'pid {os.getpid()} on {socket.gethostname()}\n'
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}\n'.encode(),
-                  0)
+        os.pwrite(fd, holder.encode(), 0)
         yield
     finally:
         os.close(fd)

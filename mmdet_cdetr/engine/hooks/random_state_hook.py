@@ -53,8 +53,8 @@ def set_random_states(states: dict) -> None:
 
 def seed_sample(seed: int, epoch: int, index: int) -> None:
     """Seed python, numpy and torch from ``(seed, epoch, index)``."""
-    words = np.random.SeedSequence(
-        [seed & (2**64 - 1), epoch, index]).generate_state(4)
+    words = np.random.SeedSequence([seed & (2**64 - 1), epoch,
+                                    index]).generate_state(4)
     np.random.seed(words)
     random.seed(int(words[0]) << 32 | int(words[1]))
     torch.manual_seed(int(words[2]) << 32 | int(words[3]))
