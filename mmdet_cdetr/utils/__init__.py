@@ -2,9 +2,10 @@ from .checkpoint_safety import allow_mmengine_checkpoints
 from .cli import (add_runner_args, build_runner, load_config,
                   prepare_cpu_distributed, report_user_errors)
 from .quiet_init import init_weights_quietly
+from .work_dir_lock import lock_work_dir
 
 __all__ = [
     'add_runner_args', 'allow_mmengine_checkpoints', 'build_runner',
-    'init_weights_quietly', 'load_config', 'prepare_cpu_distributed',
-    'report_user_errors'
+    'init_weights_quietly', 'load_config', 'lock_work_dir',
+    'prepare_cpu_distributed', 'report_user_errors'
 ]

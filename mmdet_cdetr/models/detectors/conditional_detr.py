@@ -26,7 +26,8 @@ class ConditionalDETR(DETR):
             images. Same weights and math; convolutions and frozen batch norms
             run faster that way on CPUs (oneDNN) and on tensor-core GPUs.
             The neck's NHWC output is exactly the (bs, HW, C) token layout
-            the transformer wants.
+            the transformer wants. Backbone and neck weights are then kept
+            channels-last too, the layout of their gradients.
         **kwargs: :class:`mmdet.models.detectors.DETR`'s arguments.
     """
 
@@ -36,6 +37,13 @@ class ConditionalDETR(DETR):
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.backbone_channels_last = backbone_channels_last
+        if backbone_channels_last:
+            # Convolutions on NHWC inputs return NHWC weight gradients. DDP
+            # lays its gradient buckets out like the parameters: NCHW
+            # weights would cost a copy of every gradient on every step
+            # ("Grad strides do not match bucket view strides").
+            self.backbone.to(memory_format=torch.channels_last)
+            self.neck.to(memory_format=torch.channels_last)
 
     def _init_layers(self) -> None:
         self.positional_encoding = SinePositionalEncoding(
