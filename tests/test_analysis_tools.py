@@ -133,8 +133,8 @@ def test_summary_over_seeds():
         mean=7, min=6, max=8, reached=2)
     assert detr['epochs_to_ap']['0.300'] == dict(reached=0)
     assert cond['ratio_vs_reference'] == pytest.approx(3 / 6)
-    assert cond['final_ap'] == pytest.approx(dict(mean=0.34, min=0.33,
-                                                  max=0.35))
+    assert cond['final_ap'] == pytest.approx(
+        dict(mean=0.34, min=0.33, max=0.35))
     # DETR's mean AP did not rise over its last quarter (epochs 6 to 8)
     assert summary['reference_last_gain'] == pytest.approx(0)
     table = format_table(summary)

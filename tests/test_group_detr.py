@@ -55,9 +55,8 @@ def plain_copy(model: ConditionalDETR,
     weights and the query embeddings of ``group``."""
     plain = build_model(1, dropout=dropout, group_assigner=False)
     state = model.state_dict()
-    n = model.num_queries
-    state['query_embedding.weight'] = state['query_embedding.weight'][
-        group * n:(group + 1) * n]
+    rows = slice(group * model.num_queries, (group + 1) * model.num_queries)
+    state['query_embedding.weight'] = state['query_embedding.weight'][rows]
     plain.load_state_dict(state)
     return plain.train(model.training)
 
@@ -77,8 +76,8 @@ def batch_with_boxes(model):
 
 def decoder_outputs(model, inputs, samples):
     with torch.no_grad():
-        return model.forward_transformer(
-            model.extract_feat(inputs), samples)['hidden_states']
+        return model.forward_transformer(model.extract_feat(inputs),
+                                         samples)['hidden_states']
 
 
 def test_groups_do_not_see_each_other():
@@ -102,8 +101,8 @@ def test_groups_do_not_see_each_other():
     with torch.no_grad():
         model.query_embedding.weight[40:] += torch.randn(20, 128)
     merged_after = decoder_outputs(model, inputs, samples)
-    assert (merged_after[:, :, :40] - merged_before[:, :, :40]).abs().max(
-    ) > 1e-3
+    assert (merged_after[:, :, :40] -
+            merged_before[:, :, :40]).abs().max() > 1e-3
 
 
 def test_eval_decodes_group0_like_the_plain_model():
@@ -117,8 +116,7 @@ def test_eval_decodes_group0_like_the_plain_model():
     torch.testing.assert_close(
         ours, decoder_outputs(plain, inputs, samples), rtol=0, atol=0)
     assert_same_detections(
-        detections(model, inputs, samples),
-        detections(plain, inputs, samples))
+        detections(model, inputs, samples), detections(plain, inputs, samples))
 
 
 def _loss_and_grads(model, inputs, samples, seed=0):
@@ -161,8 +159,7 @@ def test_loss_is_the_mean_of_the_groups_plain_losses():
     losses, _ = _loss_and_grads(model, inputs, samples)
     per_group = [
         _loss_and_grads(plain_copy(model, g, dropout=False), inputs,
-                        samples)[0]
-        for g in range(3)
+                        samples)[0] for g in range(3)
     ]
     for key, value in losses.items():
         mean = sum(group[key] for group in per_group) / 3
@@ -195,12 +192,11 @@ def test_matching_within_groups():
     for group, gt_inds in enumerate(result.gt_inds.view(num_groups, -1)):
         matched = gt_inds[gt_inds > 0]
         assert sorted(matched.tolist()) == list(range(1, num_gts + 1))
-        alone = plain.assign(preds[group * group_size:(group + 1) *
-                                   group_size], gts, img_meta)
+        alone = plain.assign(
+            preds[group * group_size:(group + 1) * group_size], gts, img_meta)
         assert torch.equal(gt_inds, alone.gt_inds)
     pos = result.gt_inds > 0
-    assert torch.equal(result.labels[pos], gts.labels[result.gt_inds[pos] -
-                                                      1])
+    assert torch.equal(result.labels[pos], gts.labels[result.gt_inds[pos] - 1])
     assert (result.labels[~pos] == -1).all()
     # no ground truth: every query is background
     empty = assigner.assign(preds, gts[:0], img_meta)
@@ -241,7 +237,9 @@ train_cfg = dict(max_epochs=1, val_interval=1)
 model = dict(num_query_groups=3)
 """)
     result = run_tool(
-        ['tools/train.py', str(config), '--work-dir', str(tmp_path)])
+        ['tools/train.py',
+         str(config), '--work-dir',
+         str(tmp_path)])
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'coco/bbox_mAP' in result.stdout + result.stderr
     ckpt = torch.load(tmp_path / 'epoch_1.pth', weights_only=True)
@@ -281,15 +279,16 @@ def group_checkpoint(hf_reference, tmp_path_factory):
     state['query_embed.weight'] = torch.cat(
         [group0, torch.randn(2 * len(group0), group0.size(1))])
     src = tmp / 'conddetr_r50_epoch12_groupdetr3.pth'
-    torch.save(
-        dict(model=state, args=argparse.Namespace(group_detr=3)), src)
+    torch.save(dict(model=state, args=argparse.Namespace(group_detr=3)), src)
     group_config = write_tiny_coco_config(
         tmp / 'tiny_group.py', """
 model.update(num_query_groups=3,
              train_cfg=dict(assigner=dict(type='GroupHungarianAssigner')))
 """)
     return SimpleNamespace(
-        src=src, tmp=tmp, queries=state['query_embed.weight'],
+        src=src,
+        tmp=tmp,
+        queries=state['query_embed.weight'],
         group_config=group_config)
 
 
@@ -335,5 +334,5 @@ def test_groupdetr_checkpoint_into_plain_config(group_checkpoint,
     state = torch.load(out, weights_only=True)['state_dict']
     assert torch.equal(state['query_embedding.weight'],
                        group_checkpoint.queries[:30])
-    assert_matches_hf(load_converted(tiny_coco_config, out),
-                      hf_reference.model)
+    assert_matches_hf(
+        load_converted(tiny_coco_config, out), hf_reference.model)

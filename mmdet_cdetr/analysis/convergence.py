@@ -163,21 +163,23 @@ def summarise(curves: Dict[str, SeedCurves],
             own['mean'] / ref_epochs['mean']
             if own.get('mean') and ref_epochs.get('mean') else None)
     ref_curve = mean_curve(curves[reference])
-    last_epoch = list(ref_curve)[-1]
-    quarter = [e for e in ref_curve if e <= last_epoch * 3 / 4] or [
-        list(ref_curve)[0]
-    ]
+    epochs = list(ref_curve)
+    # the last validation at or before 3/4 of the schedule
+    three_quarters = max([e for e in epochs if e <= epochs[-1] * 3 / 4],
+                         default=epochs[0])
     return dict(
         reference=reference,
         reference_final_ap=ref_final,
-        reference_last_gain=ref_curve[last_epoch]['mean'] -
-        ref_curve[quarter[-1]]['mean'],
+        reference_last_gain=ref_curve[epochs[-1]]['mean'] -
+        ref_curve[three_quarters]['mean'],
         targets=all_targets,
         models=models,
         curves={
             name: {
-                str(seed): {str(e): list(v)
-                            for e, v in curve.items()}
+                str(seed): {
+                    str(e): list(v)
+                    for e, v in curve.items()
+                }
                 for seed, curve in seed_curves.items()
             }
             for name, seed_curves in curves.items()
@@ -194,9 +196,9 @@ def _cell(values: Optional[dict], fmt: str) -> str:
 def format_table(summary: dict) -> str:
     """The summary as a markdown table: mean (min-max) over seeds."""
     targets = [f'{t:.3f}' for t in summary['targets']]
-    header = ['model', 'seeds', 'final epoch', 'final AP', 'AP50'] + [
-        f'epochs to AP {t}' for t in targets
-    ] + [f'ratio vs {summary["reference"]}']
+    reach_columns = [f'epochs to AP {t}' for t in targets]
+    header = ['model', 'seeds', 'final epoch', 'final AP', 'AP50'
+              ] + reach_columns + [f'ratio vs {summary["reference"]}']
     rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for name, m in summary['models'].items():
         reach = []

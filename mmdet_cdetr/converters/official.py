@@ -100,8 +100,7 @@ def official_depth(state_dict: Dict[str, Tensor]) -> int:
     return resnet_depth(blocks)
 
 
-def convert_official(state_dict: Dict[str, Tensor],
-                     config: str) -> Conversion:
+def convert_official(state_dict: Dict[str, Tensor], config: str) -> Conversion:
     """Our names for an official ``model`` state dict, for the model of
     ``config``; the 91 class logits become mmdet's 80 labels by COCO
     category id, and the query groups of a GroupDETR checkpoint are fitted
