@@ -4,6 +4,7 @@ inference from group 0 only, K=1 as the plain model, configs and the
 converter for checkpoints of the official ``GroupDETR`` branch."""
 import argparse
 import copy
+import functools
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,9 @@ from conftest import (REPO, assert_matches_hf, assert_same_detections,
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 
-from mmdet_cdetr.models import ConditionalDETR, GroupHungarianAssigner
+from mmdet_cdetr.converters import COCO_CATEGORY_IDS
+from mmdet_cdetr.models import (ConditionalAttention, ConditionalDETR,
+                                GroupHungarianAssigner)
 from mmdet_cdetr.registry import MODELS, TASK_UTILS
 
 GROUP_CONFIGS = sorted((REPO / 'configs/group_detr').glob('*.py'))
@@ -29,7 +32,6 @@ MATCH_COSTS = [
 
 
 def build_model(num_query_groups: int = 1,
-                dropout: bool = True,
                 group_assigner: bool = True) -> ConditionalDETR:
     """The quick-start model with ``num_query_groups`` groups of 20 queries,
     random weights (no zero-initialised layer hides a difference)."""
@@ -37,23 +39,26 @@ def build_model(num_query_groups: int = 1,
     cfg.num_query_groups = num_query_groups
     if group_assigner:
         cfg.train_cfg.assigner.type = 'GroupHungarianAssigner'
-    if not dropout:
-        cfg.encoder.layer_cfg.self_attn_cfg.dropout = 0.
-        cfg.encoder.layer_cfg.ffn_cfg.ffn_drop = 0.
-        for attn in ('self_attn_cfg', 'cross_attn_cfg'):
-            cfg.decoder.layer_cfg[attn].update(attn_drop=0., proj_drop=0.)
-        cfg.decoder.layer_cfg.ffn_cfg.ffn_drop = 0.
     model = MODELS.build(cfg)
     randomize_(model)
     return model
 
 
-def plain_copy(model: ConditionalDETR,
-               group: int,
-               dropout: bool = True) -> ConditionalDETR:
+def without_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.
+        elif isinstance(module, torch.nn.MultiheadAttention):
+            module.dropout = 0.
+        elif isinstance(module, ConditionalAttention):
+            module.attn_drop = 0.
+    return model
+
+
+def plain_copy(model: ConditionalDETR, group: int) -> ConditionalDETR:
     """The plain model (K=1, mmdet's HungarianAssigner) with ``model``'s
-    weights and the query embeddings of ``group``."""
-    plain = build_model(1, dropout=dropout, group_assigner=False)
+    weights and mode, and the query embeddings of ``group``."""
+    plain = build_model(1, group_assigner=False)
     state = model.state_dict()
     rows = slice(group * model.num_queries, (group + 1) * model.num_queries)
     state['query_embedding.weight'] = state['query_embedding.weight'][rows]
@@ -84,7 +89,7 @@ def test_groups_do_not_see_each_other():
     """Training mode, dropout off: changing group 2's query embeddings
     leaves the decoder outputs of groups 0 and 1 unchanged, and changes
     them once the groups are merged (a single group of 60 queries)."""
-    model = build_model(3, dropout=False).train()
+    model = without_dropout(build_model(3)).train()
     inputs, samples = batch_with_boxes(model)
     before = decoder_outputs(model, inputs, samples)
     assert before.shape[2] == 60
@@ -154,12 +159,13 @@ def test_loss_is_the_mean_of_the_groups_plain_losses():
     """Each loss of a K=3 model equals the mean over groups of the plain
     model's loss with that group's query embeddings (the official branch
     normalises by K x the number of boxes)."""
-    model = build_model(3, dropout=False).train()
+    model = without_dropout(build_model(3)).train()
     inputs, samples = batch_with_boxes(model)
     losses, _ = _loss_and_grads(model, inputs, samples)
     per_group = [
-        _loss_and_grads(plain_copy(model, g, dropout=False), inputs,
-                        samples)[0] for g in range(3)
+        _loss_and_grads(
+            without_dropout(plain_copy(model, g)), inputs, samples)[0]
+        for g in range(3)
     ]
     for key, value in losses.items():
         mean = sum(group[key] for group in per_group) / 3
@@ -226,8 +232,8 @@ def test_group_config_trains_and_evaluates(tmp_path, synthetic_root):
     config = tmp_path / 'group.py'
     config.write_text(f"""_base_ = '{STUDY_GROUP_CONFIG}'
 data_root = '{synthetic_root}/'
-loader = dict(batch_size=8, num_workers=0, persistent_workers=False,
-              dataset=dict(data_root=data_root))
+loader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+              dataset=dict(data_root=data_root, indices=8))
 train_dataloader = loader
 val_dataloader = loader
 test_dataloader = loader
@@ -248,7 +254,7 @@ model = dict(num_query_groups=3)
 
 def test_group_assigner_spreads_each_box_over_the_groups():
     """The model's positives: K per box at every decoder layer."""
-    model = build_model(3, dropout=False).train()
+    model = without_dropout(build_model(3)).train()
     inputs, samples = batch_with_boxes(model)
     seen = []
     assign = model.bbox_head.assigner.assign
@@ -304,12 +310,17 @@ def _convert(checkpoint, config: str, out: Path):
     return result.stdout
 
 
+@pytest.fixture(scope='module')
+def converted_group(group_checkpoint):
+    out = group_checkpoint.tmp / 'group.pth'
+    return out, _convert(group_checkpoint, group_checkpoint.group_config, out)
+
+
 def test_groupdetr_checkpoint_into_group_config(group_checkpoint,
-                                                hf_reference):
+                                                converted_group, hf_reference):
     """All groups kept; in eval mode the model is the official one
     (checked against the HuggingFace reference of the same weights)."""
-    out = group_checkpoint.tmp / 'group.pth'
-    log = _convert(group_checkpoint, group_checkpoint.group_config, out)
+    out, log = converted_group
     assert 'all 3 query groups kept' in log
     state = torch.load(out, weights_only=True)['state_dict']
     assert torch.equal(state['query_embedding.weight'],
@@ -336,3 +347,115 @@ def test_groupdetr_checkpoint_into_plain_config(group_checkpoint,
                        group_checkpoint.queries[:30])
     assert_matches_hf(
         load_converted(tiny_coco_config, out), hf_reference.model)
+
+
+def official_group_training(hf_reference, queries: torch.Tensor,
+                            num_groups: int):
+    """The official GroupDETR computation written with HuggingFace's
+    modules (which the official-layout parity tests tie to the official
+    model): its Conditional DETR with all ``queries``, self-attention
+    blocked between groups, and per group the official matcher and losses
+    (HuggingFace's Deformable-DETR criterion: focal class cost, sigmoid
+    focal loss times the number of queries over the number of boxes),
+    averaged over groups, with the official weights 2 / 5 / 2. Last decoder
+    layer only: HuggingFace feeds layer-normed states to the next layer
+    when it computes auxiliary outputs, the official code does not."""
+    import transformers
+    from transformers.loss.loss_deformable_detr import (
+        DeformableDetrHungarianMatcher, DeformableDetrImageLoss)
+    config = copy.deepcopy(hf_reference.model.config)
+    config.update(
+        dict(
+            num_queries=len(queries),
+            dropout=0.,
+            attention_dropout=0.,
+            activation_dropout=0.))
+    model = transformers.ConditionalDetrForObjectDetection(config)
+    state = hf_reference.model.state_dict()
+    state['model.query_position_embeddings.weight'] = queries
+    model.load_state_dict(state)
+    size = len(queries) // num_groups
+    groups = torch.arange(len(queries)) // size
+    blocked = torch.zeros(len(queries), len(queries)).masked_fill_(
+        groups[:, None] != groups[None], float('-inf'))[None, None]
+    for layer in model.model.decoder.layers:
+        attend = layer.self_attn.forward
+        layer.self_attn.forward = functools.partial(
+            lambda *args, _attend=attend, **kwargs: _attend(
+                *args, **dict(kwargs, attention_mask=blocked)))
+    criterion = DeformableDetrImageLoss(
+        matcher=DeformableDetrHungarianMatcher(
+            class_cost=2, bbox_cost=5, giou_cost=2),
+        num_classes=len(COCO_CATEGORY_IDS),
+        focal_alpha=0.25,
+        losses=['labels', 'boxes'])
+
+    def losses(inputs, samples) -> dict:
+        mask = torch.zeros(
+            inputs.shape[0], *inputs.shape[-2:], dtype=torch.long)
+        labels = []
+        for i, sample in enumerate(samples):
+            h, w = sample.img_shape
+            mask[i, :h, :w] = 1
+            x1, y1, x2, y2 = sample.gt_instances.bboxes.unbind(1)
+            boxes = torch.stack([(x1 + x2) / 2,
+                                 (y1 + y2) / 2, x2 - x1, y2 - y1],
+                                1) / torch.tensor([w, h, w, h])
+            labels.append(
+                dict(class_labels=sample.gt_instances.labels, boxes=boxes))
+        out = model(pixel_values=inputs, pixel_mask=mask)
+        # the 80 COCO logits, as ours (the 11 'N/A' ones have no boxes)
+        logits = out.logits[..., list(COCO_CATEGORY_IDS)]
+        total = dict(loss_cls=0., loss_bbox=0., loss_iou=0.)
+        for group in range(num_groups):
+            rows = slice(group * size, (group + 1) * size)
+            group_losses = criterion(
+                dict(
+                    logits=logits[:, rows],
+                    pred_boxes=out.pred_boxes[:, rows]), labels)
+            for key, name, weight in (('loss_cls', 'loss_ce',
+                                       2), ('loss_bbox', 'loss_bbox', 5),
+                                      ('loss_iou', 'loss_giou', 2)):
+                total[key] += weight * group_losses[name] / num_groups
+        return total
+
+    return model.train(), losses
+
+
+def test_training_matches_the_official_group_computation(
+        group_checkpoint, converted_group, hf_reference):
+    """Our K=3 model (converted from the GroupDETR-layout checkpoint) in
+    training mode, dropout off: the last decoder layer's losses and the
+    gradients they give equal the official group computation's on the same
+    weights and batch."""
+    from mmdet_cdetr.converters import convert_huggingface
+    ours = without_dropout(
+        load_converted(group_checkpoint.group_config,
+                       converted_group[0])).train()
+    reference, reference_losses = official_group_training(
+        hf_reference, group_checkpoint.queries, num_groups=3)
+    inputs, samples = batch_with_boxes(ours)
+    losses = ours.loss(inputs, copy.deepcopy(samples))
+    expected = reference_losses(inputs, samples)
+    for key, value in expected.items():
+        torch.testing.assert_close(losses[key], value, rtol=1e-5, atol=0)
+    sum(losses[key] for key in expected).backward()
+    sum(expected.values()).backward()
+    grads = convert_huggingface(
+        {
+            name: p.grad
+            for name, p in reference.named_parameters() if p.grad is not None
+        }, reference.config.id2label).state_dict
+    compared = 0
+    for name, p in ours.named_parameters():
+        if p.grad is None or name not in grads:
+            continue  # HuggingFace freezes its backbone
+        # float32 noise: up to 5e-4 of a tensor's largest gradient here
+        # (the neck, under a loss of ~450), ~1e-6 where the exact gradient
+        # is 0 (key biases, first-layer self-attention)
+        scale = grads[name].abs().max()
+        torch.testing.assert_close(
+            p.grad, grads[name], rtol=0, atol=1e-3 * scale + 1e-5)
+        compared += 1
+    assert compared > 100
+    assert ours.query_embedding.weight.grad[30:].abs().max() > 0
