@@ -1,0 +1,16 @@
+"""Export to ONNX and inference with ONNX Runtime.
+
+onnx and onnxruntime (``pip install -e ".[deploy]"``) are imported only
+when a file is exported or run.
+"""
+from .end2end import End2EndDetector
+from .export import export_onnx
+from .onnxruntime_detector import ONNXRuntimeDetector, onnxruntime_detector_cfg
+from .ort_runner import OPTIMIZATION_LEVELS, OrtRunner
+from .verify import compare_detections, random_image, verify_export
+
+__all__ = [
+    'End2EndDetector', 'ONNXRuntimeDetector', 'OPTIMIZATION_LEVELS',
+    'OrtRunner', 'compare_detections', 'export_onnx', 'random_image',
+    'verify_export'
+]

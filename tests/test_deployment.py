@@ -1,0 +1,163 @@
+"""Export to ONNX and inference with ONNX Runtime: detections equal to
+PyTorch's at two image sizes from one exported file, the same COCO AP
+through the tools, and clear errors for bad input."""
+import pickle
+import re
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_quick_model, randomize_, run_tool
+
+from mmdet_cdetr.deployment import (OrtRunner, compare_detections,
+                                    export_onnx, random_image)
+
+pytest.importorskip('onnxruntime')
+
+# Traced at the first size; the second differs in both dimensions and in
+# aspect ratio, so any shape frozen into the graph shows.
+EXPORT_SHAPE, OTHER_SHAPE = (128, 128), (96, 160)
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    """The quick-start model with random weights that spread its scores,
+    and its export traced at ``EXPORT_SHAPE``."""
+    model = build_quick_model().eval()
+    randomize_(model, seed=2)
+    path = tmp_path_factory.mktemp('onnx') / 'quick.onnx'
+    export_onnx(model, str(path), EXPORT_SHAPE)
+    return model, str(path)
+
+
+@pytest.mark.parametrize('shape', [EXPORT_SHAPE, OTHER_SHAPE])
+def test_onnxruntime_equals_pytorch(exported, shape):
+    model, path = exported
+    inputs, sample = random_image(model, shape, seed=shape[1])
+    with torch.no_grad():
+        pred = model.predict(inputs, [sample], rescale=False)[0].pred_instances
+    dets, labels = OrtRunner(path)(inputs)
+    k = model.bbox_head.test_cfg.max_per_img
+    assert dets.shape == (1, k, 5) and dets.dtype == np.float32
+    assert labels.shape == (1, k) and labels.dtype == np.int64
+    assert pred.scores.std() > 0.01  # scores spread: the order means something
+    assert torch.equal(torch.from_numpy(labels[0]), pred.labels)
+    assert np.abs(dets[0, :, 4] - pred.scores.numpy()).max() <= 1e-4
+    assert np.abs(dets[0, :, :4] - pred.bboxes.numpy()).max() <= 0.05
+    # boxes in input pixels, clipped to the image
+    height, width = shape
+    assert dets[0, :, :4].min() >= 0
+    assert dets[0, :, 0::2].max() <= width and dets[0, :, 1::2].max() <= height
+    diffs = compare_detections((pred.bboxes, pred.scores, pred.labels),
+                               (dets, labels))
+    assert diffs['labels'] == 0 and diffs['boxes_px'] <= 0.05
+
+
+def test_compare_detections_finds_a_wrong_label(exported):
+    model, path = exported
+    inputs, sample = random_image(model, EXPORT_SHAPE)
+    with torch.no_grad():
+        pred = model.predict(inputs, [sample], rescale=False)[0].pred_instances
+    dets, labels = OrtRunner(path)(inputs)
+    labels[0, 0] = (labels[0, 0] + 1) % model.bbox_head.num_classes
+    dets[0, 1, 0] += 1.
+    diffs = compare_detections((pred.bboxes, pred.scores, pred.labels),
+                               (dets, labels))
+    assert diffs['labels'] >= 1 and diffs['boxes_px'] >= 0.99
+
+
+def test_exported_file_records_classes_and_io(exported):
+    import onnx
+    _, path = exported
+    model = onnx.load(path)
+    meta = {prop.key: prop.value for prop in model.metadata_props}
+    assert meta['num_classes'] == '3' and meta['max_per_img'] == '100'
+    (graph_input, ) = model.graph.input
+    dims = [d.dim_param or d.dim_value for d in
+            graph_input.type.tensor_type.shape.dim]
+    assert graph_input.name == 'input' and dims[:2] == [1, 3]
+    assert all(isinstance(d, str) for d in dims[2:])  # dynamic H and W
+    assert [out.name for out in model.graph.output] == ['dets', 'labels']
+
+
+def test_runner_rejects_bad_input(exported, tmp_path):
+    _, path = exported
+    runner = OrtRunner(path)
+    with pytest.raises(ValueError, match=r'input of shape \(3, 64, 64\)'):
+        runner(np.zeros((3, 64, 64), np.float32))
+    with pytest.raises(FileNotFoundError, match='ONNX file not found'):
+        OrtRunner(str(tmp_path / 'missing.onnx'))
+    text = tmp_path / 'notes.onnx'
+    text.write_text('not a model')
+    with pytest.raises(ValueError, match='is not a valid ONNX model'):
+        OrtRunner(str(text))
+
+
+def test_tools_export_evaluate_and_match_pytorch(trained):
+    """pytorch2onnx.py, then test_onnx.py and test.py on the synthetic
+    val set: the same AP and the same detections in original pixels."""
+    tmp, config = trained['tmp'], trained['config']
+    checkpoint = str(trained['work_dir'] / 'epoch_2.pth')
+    onnx_file = str(tmp / 'tiny.onnx')
+    result = run_tool([
+        'tools/deployment/pytorch2onnx.py', config, checkpoint, '--out',
+        onnx_file, '--shape', '128', '128'
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'ONNX Runtime matches PyTorch (128x128' in result.stdout
+
+    runs = {}
+    for name, tool, model in (('onnx', 'tools/deployment/test_onnx.py',
+                               onnx_file), ('pytorch', 'tools/test.py',
+                                            checkpoint)):
+        out = tmp / f'{name}.pkl'
+        args = [
+            tool, config, model, '--eval', 'bbox', '--out',
+            str(out), '--work-dir',
+            str(tmp / f'test_{name}')
+        ]
+        if name == 'onnx':
+            args += ['--show-dir', 'vis']
+        result = run_tool(args)
+        assert result.returncode == 0, result.stderr[-3000:]
+        ap = float(re.search(r'coco/bbox_mAP: ([0-9.]+)', result.stdout)[1])
+        with open(out, 'rb') as f:
+            runs[name] = (ap, pickle.load(f))
+    (ap_onnx, dets_onnx), (ap_torch, dets_torch) = runs['onnx'], runs['pytorch']
+    assert abs(ap_onnx - ap_torch) <= 0.001
+    assert len(dets_onnx) == len(dets_torch) == 16
+    for ours, ref in zip(dets_onnx, dets_torch):
+        assert ours['img_id'] == ref['img_id']
+        ours, ref = ours['pred_instances'], ref['pred_instances']
+        assert torch.equal(ours['labels'], ref['labels'])
+        assert (ours['scores'] - ref['scores']).abs().max() <= 1e-4
+        assert (ours['bboxes'] - ref['bboxes']).abs().max() <= 0.05
+    drawn = list((tmp / 'test_onnx').glob('*/vis/*.png'))
+    assert len(drawn) == 16
+
+
+def test_test_onnx_refuses_another_class_count(trained, exported):
+    _, path = exported
+    result = run_tool([
+        'tools/deployment/test_onnx.py', trained['config'], path,
+        '--cfg-options', 'model.bbox_head.num_classes=5'
+    ])
+    assert result.returncode == 1
+    assert result.stderr.startswith(f'error: {path} was exported for 3 '
+                                    'classes, but the config has '
+                                    'model.bbox_head.num_classes=5')
+
+
+@pytest.mark.parametrize('content', [None, 'not a model'])
+def test_test_onnx_reports_a_bad_file(trained, tmp_path, content):
+    path = tmp_path / 'model.onnx'
+    if content is not None:
+        path.write_text(content)
+    result = run_tool(
+        ['tools/deployment/test_onnx.py', trained['config'],
+         str(path)])
+    assert result.returncode == 1
+    expected = ('is not a valid ONNX model'
+                if content else 'ONNX file not found')
+    assert result.stderr.startswith('error: ') and expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
