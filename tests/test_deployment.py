@@ -37,7 +37,8 @@ def test_onnxruntime_equals_pytorch(exported, shape):
     with torch.no_grad():
         pred = model.predict(inputs, [sample], rescale=False)[0].pred_instances
     dets, labels = OrtRunner(path)(inputs)
-    k = model.bbox_head.test_cfg.max_per_img
+    # max_per_img (100), or all 20 queries x 3 classes when fewer
+    k = min(model.bbox_head.test_cfg.max_per_img, 20 * 3)
     assert dets.shape == (1, k, 5) and dets.dtype == np.float32
     assert labels.shape == (1, k) and labels.dtype == np.int64
     assert pred.scores.std() > 0.01  # scores spread: the order means something
@@ -129,9 +130,14 @@ def test_tools_export_evaluate_and_match_pytorch(trained):
     for ours, ref in zip(dets_onnx, dets_torch):
         assert ours['img_id'] == ref['img_id']
         ours, ref = ours['pred_instances'], ref['pred_instances']
-        assert torch.equal(ours['labels'], ref['labels'])
         assert (ours['scores'] - ref['scores']).abs().max() <= 1e-4
-        assert (ours['bboxes'] - ref['bboxes']).abs().max() <= 0.05
+        # A barely trained model has queries with tied scores, which may
+        # come out in either order: compared as ties.
+        exported = (torch.cat([ours['bboxes'], ours['scores'][:, None]],
+                              1)[None].numpy(), ours['labels'][None].numpy())
+        diffs = compare_detections(
+            (ref['bboxes'], ref['scores'], ref['labels']), exported)
+        assert diffs['labels'] == 0 and diffs['boxes_px'] <= 0.05
     drawn = list((tmp / 'test_onnx').glob('*/vis/*.png'))
     assert len(drawn) == 16
 
