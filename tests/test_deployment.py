@@ -1,13 +1,16 @@
 """Export to ONNX and inference with ONNX Runtime: detections equal to
 PyTorch's at two image sizes from one exported file, the same COCO AP
 through the tools, and clear errors for bad input."""
+import json
+import os.path as osp
 import pickle
 import re
+import shutil
 
 import numpy as np
 import pytest
 import torch
-from conftest import build_quick_model, randomize_, run_tool
+from conftest import QUICK_CONFIG, build_quick_model, randomize_, run_tool
 
 from mmdet_cdetr.deployment import (OrtRunner, compare_detections,
                                     export_onnx, random_image)
@@ -141,6 +144,26 @@ def test_tools_export_evaluate_and_match_pytorch(trained):
     drawn = list((tmp / 'test_onnx').glob('*/vis/*.png'))
     assert len(drawn) == 16
 
+    # image_demo.py runs the .onnx file: PyTorch's detections, drawn
+    image = dets_torch[0]['img_path']
+    images = tmp / 'demo_images'
+    images.mkdir()
+    shutil.copy(image, images)
+    result = run_tool([
+        'tools/image_demo.py',
+        str(images), config, '--weights', onnx_file, '--out-dir',
+        str(tmp / 'demo'), '--device', 'cpu'
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    name = osp.basename(image)
+    assert (tmp / 'demo' / 'vis' / name).stat().st_size > 1000
+    preds = json.loads(
+        (tmp / 'demo' / 'preds' /
+         f'{osp.splitext(name)[0]}.json').read_text())
+    ref = dets_torch[0]['pred_instances']
+    assert np.abs(np.array(preds['scores']) -
+                  ref['scores'].numpy()).max() <= 1e-4
+
 
 def test_test_onnx_refuses_another_class_count(trained, exported):
     _, path = exported
@@ -154,16 +177,61 @@ def test_test_onnx_refuses_another_class_count(trained, exported):
                                     'model.bbox_head.num_classes=5')
 
 
-@pytest.mark.parametrize('content', [None, 'not a model'])
-def test_test_onnx_reports_a_bad_file(trained, tmp_path, content):
+def test_test_onnx_reports_a_file_that_is_not_a_model(trained, tmp_path):
     path = tmp_path / 'model.onnx'
-    if content is not None:
-        path.write_text(content)
+    path.write_text('not a model')
     result = run_tool(
         ['tools/deployment/test_onnx.py', trained['config'],
          str(path)])
     assert result.returncode == 1
-    expected = ('is not a valid ONNX model'
-                if content else 'ONNX file not found')
-    assert result.stderr.startswith('error: ') and expected in result.stderr
+    assert result.stderr.startswith(f'error: {path} is not a valid ONNX '
+                                    'model')
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_benchmark_times_pytorch_and_onnxruntime_side_by_side(
+        exported, tmp_path):
+    _, path = exported
+    reference = tmp_path / 'nchw.py'
+    reference.write_text(f"_base_ = '{QUICK_CONFIG}'\n"
+                         'model = dict(backbone_channels_last=False)\n')
+    out = tmp_path / 'bench.json'
+    result = run_tool([
+        'tools/analysis_tools/benchmark.py', QUICK_CONFIG, '--onnx', path,
+        '--ort-opt', 'basic', 'all', '--reference', f'nchw={reference}',
+        '--shape', '64', '96', '--max-iter', '2', '--num-warmup', '0',
+        '--threads', '1', '--out',
+        str(out)
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    seconds = json.loads(out.read_text())['seconds']
+    rows = [
+        'pytorch', 'nchw', 'onnxruntime opt=basic threads=default',
+        'onnxruntime opt=all threads=default'
+    ]
+    assert list(seconds) == rows
+    assert all(len(v) == 2 and min(v) > 0 for v in seconds.values())
+    assert '| pytorch | ' in result.stdout and '| 1.00x |' in result.stdout
+
+
+def test_publish_model_strips_training_state(trained, tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+    result = run_tool([
+        'tools/model_converters/publish_model.py',
+        str(trained['work_dir'] / 'epoch_2.pth'),
+        str(tmp_path / 'tiny.pth')
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    published = result.stdout.strip().splitlines()[-1]
+    digest = hashlib.sha256(open(published, 'rb').read()).hexdigest()
+    assert published == str(tmp_path / f'tiny-{digest[:8]}.pth')
+    # Loads under weights_only in a bare interpreter (no allow-list).
+    code = ('import sys, torch; c = torch.load(sys.argv[1], '
+            'weights_only=True); print(sorted(c))')
+    loaded = subprocess.run([sys.executable, '-c', code, published],
+                            capture_output=True,
+                            text=True)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.strip() == "['meta', 'state_dict']"
