@@ -10,7 +10,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import QUICK_CONFIG, build_quick_model, randomize_, run_tool
+from conftest import (QUICK_CONFIG, build_quick_model, quick_cfg, randomize_,
+                      run_tool)
 
 from mmdet_cdetr.deployment import (OrtRunner, compare_detections,
                                     export_onnx, random_image)
@@ -235,3 +236,23 @@ def test_publish_model_strips_training_state(trained, tmp_path):
                             text=True)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert loaded.stdout.strip() == "['meta', 'state_dict']"
+
+
+def test_int8_quantisation_keeps_the_interface(exported, synthetic_root,
+                                               tmp_path):
+    import onnx
+
+    from mmdet_cdetr.deployment import calibration_images, quantize_int8
+    model, path = exported
+    out = str(tmp_path / 'int8.onnx')
+    quantize_int8(path, out, calibration_images(quick_cfg(synthetic_root), 4))
+    ops = {node.op_type for node in onnx.load(out).graph.node}
+    assert {'QuantizeLinear', 'DequantizeLinear', 'Conv'} <= ops
+    inputs, _ = random_image(model, OTHER_SHAPE)
+    (dets, labels), (ref_dets, _) = OrtRunner(out)(inputs), OrtRunner(path)(
+        inputs)
+    assert dets.shape == ref_dets.shape and labels.shape == dets.shape[:2]
+    assert OrtRunner(out).num_classes == 3
+    # close to float32, not equal to it
+    score_diff = np.abs(np.sort(dets[0, :, 4]) - np.sort(ref_dets[0, :, 4]))
+    assert 0 < score_diff.max() < 0.1

@@ -7,10 +7,11 @@ from .end2end import End2EndDetector
 from .export import export_onnx
 from .onnxruntime_detector import ONNXRuntimeDetector, onnxruntime_detector_cfg
 from .ort_runner import OPTIMIZATION_LEVELS, OrtRunner
+from .quantize import calibration_images, quantize_int8
 from .verify import compare_detections, random_image, verify_export
 
 __all__ = [
     'End2EndDetector', 'ONNXRuntimeDetector', 'OPTIMIZATION_LEVELS',
-    'OrtRunner', 'compare_detections', 'export_onnx', 'random_image',
+    'OrtRunner', 'calibration_images', 'compare_detections', 'export_onnx', 'random_image',
     'verify_export'
 ]
