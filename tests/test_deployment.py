@@ -13,8 +13,8 @@ import torch
 from conftest import (QUICK_CONFIG, build_quick_model, quick_cfg, randomize_,
                       run_tool)
 
-from mmdet_cdetr.deployment import (OrtRunner, compare_detections,
-                                    export_onnx, random_image)
+from mmdet_cdetr.deployment import (OrtRunner, compare_detections, export_onnx,
+                                    random_image)
 
 pytest.importorskip('onnxruntime')
 
@@ -78,8 +78,10 @@ def test_exported_file_records_classes_and_io(exported):
     meta = {prop.key: prop.value for prop in model.metadata_props}
     assert meta['num_classes'] == '3' and meta['max_per_img'] == '100'
     (graph_input, ) = model.graph.input
-    dims = [d.dim_param or d.dim_value for d in
-            graph_input.type.tensor_type.shape.dim]
+    dims = [
+        d.dim_param or d.dim_value
+        for d in graph_input.type.tensor_type.shape.dim
+    ]
     assert graph_input.name == 'input' and dims[:2] == [1, 3]
     assert all(isinstance(d, str) for d in dims[2:])  # dynamic H and W
     assert [out.name for out in model.graph.output] == ['dets', 'labels']
@@ -128,7 +130,8 @@ def test_tools_export_evaluate_and_match_pytorch(trained):
         ap = float(re.search(r'coco/bbox_mAP: ([0-9.]+)', result.stdout)[1])
         with open(out, 'rb') as f:
             runs[name] = (ap, pickle.load(f))
-    (ap_onnx, dets_onnx), (ap_torch, dets_torch) = runs['onnx'], runs['pytorch']
+    ap_onnx, dets_onnx = runs['onnx']
+    ap_torch, dets_torch = runs['pytorch']
     assert abs(ap_onnx - ap_torch) <= 0.001
     assert len(dets_onnx) == len(dets_torch) == 16
     for ours, ref in zip(dets_onnx, dets_torch):
@@ -159,8 +162,7 @@ def test_tools_export_evaluate_and_match_pytorch(trained):
     name = osp.basename(image)
     assert (tmp / 'demo' / 'vis' / name).stat().st_size > 1000
     preds = json.loads(
-        (tmp / 'demo' / 'preds' /
-         f'{osp.splitext(name)[0]}.json').read_text())
+        (tmp / 'demo' / 'preds' / f'{osp.splitext(name)[0]}.json').read_text())
     ref = dets_torch[0]['pred_instances']
     assert np.abs(np.array(preds['scores']) -
                   ref['scores'].numpy()).max() <= 1e-4

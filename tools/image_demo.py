@@ -60,8 +60,8 @@ def main(args: argparse.Namespace) -> None:
             scope=cfg.get('default_scope', 'mmdet'))
     if weights is None:
         inferencer.model.dataset_meta = inferencer.visualizer.dataset_meta = (
-            DATASETS.build(
-                dict(cfg.test_dataloader.dataset, lazy_init=True)).metainfo)
+            DATASETS.build(dict(cfg.test_dataloader.dataset,
+                                lazy_init=True)).metainfo)
     inferencer(
         args.inputs,
         batch_size=args.batch_size,

@@ -6,9 +6,8 @@ with mmdet's ``CocoMetric``, whatever evaluator the config names.
 import argparse
 import os.path as osp
 
-from mmdet_cdetr.utils import (add_runner_args, add_test_args,
-                               apply_test_args, build_runner, load_config,
-                               report_user_errors)
+from mmdet_cdetr.utils import (add_runner_args, add_test_args, apply_test_args,
+                               build_runner, load_config, report_user_errors)
 
 
 def parse_args() -> argparse.Namespace:

@@ -26,12 +26,12 @@ def pytorch_inference(model: nn.Module, inputs: Tensor,
     return run
 
 
-def time_interleaved(candidates: Dict[str, Callable[[], None]],
-                     repeats: int,
-                     warmup: int,
-                     device: torch.device = torch.device('cpu'),
-                     log: Optional[Callable[[str], None]] = None
-                     ) -> Dict[str, List[float]]:
+def time_interleaved(
+        candidates: Dict[str, Callable[[], None]],
+        repeats: int,
+        warmup: int,
+        device: torch.device = torch.device('cpu'),
+        log: Optional[Callable[[str], None]] = None) -> Dict[str, List[float]]:
     """Seconds of each of ``repeats`` runs per candidate (after ``warmup``
     untimed rounds), one run of every candidate per round."""
     times: Dict[str, List[float]] = {name: [] for name in candidates}
@@ -49,7 +49,10 @@ def time_interleaved(candidates: Dict[str, Callable[[], None]],
 def format_latency_table(times: Dict[str, List[float]]) -> str:
     """Markdown table: median (min-max) ms and the ratio of each median to
     the first candidate's."""
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians = {
+        name: statistics.median(values)
+        for name, values in times.items()
+    }
     base = next(iter(medians.values()))
     rows = [
         '| runtime | latency ms, median (min-max) | vs first |',

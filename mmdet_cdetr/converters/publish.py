@@ -13,11 +13,12 @@ import torch
 
 from .common import load_checkpoint_file
 
+DEFAULT_KEYS = ('meta', 'state_dict')
+
 
 def publish_checkpoint(in_file: str,
                        out_file: str,
-                       save_keys: Sequence[str] = ('meta', 'state_dict')
-                       ) -> str:
+                       save_keys: Sequence[str] = DEFAULT_KEYS) -> str:
     """Write ``in_file``'s ``save_keys`` (no optimizer, message hub or
     scheduler state) to ``out_file`` with the first 8 hex digits of its
     sha256 added to the name: ``epoch_50.pth`` -> ``epoch_50-1a2b3c4d.pth``.

@@ -12,6 +12,7 @@ from .verify import compare_detections, random_image, verify_export
 
 __all__ = [
     'End2EndDetector', 'ONNXRuntimeDetector', 'OPTIMIZATION_LEVELS',
-    'OrtRunner', 'calibration_images', 'compare_detections', 'export_onnx', 'random_image',
+    'OrtRunner', 'calibration_images', 'compare_detections', 'export_onnx',
+    'onnxruntime_detector_cfg', 'quantize_int8', 'random_image',
     'verify_export'
 ]

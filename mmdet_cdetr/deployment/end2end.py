@@ -41,17 +41,17 @@ class End2EndDetector(nn.Module):
         # mask, whatever the size, so no branch freezes at trace time.
         sample = DetDataSample(
             metainfo=dict(
-                img_shape=(height, width),
-                batch_input_shape=(height, width)))
+                img_shape=(height, width), batch_input_shape=(height, width)))
         head_inputs = self.detector.forward_transformer(
             self.detector.extract_feat(inputs), [sample])
         cls_scores, bbox_preds = self.detector.bbox_head(
             head_inputs['hidden_states'][-1:], head_inputs['references'])
         # Width and height as a tensor, so they stay dynamic when traced.
         image_wh = shape_as_tensor(inputs)[2:].flip(0)
-        bboxes, scores, labels = top_k_detections(cls_scores[-1, 0],
-                                                  bbox_preds[-1, 0], image_wh,
-                                                  self.max_per_img,
+        bboxes, scores, labels = top_k_detections(cls_scores[-1,
+                                                             0], bbox_preds[-1,
+                                                                            0],
+                                                  image_wh, self.max_per_img,
                                                   self.use_sigmoid)
         dets = torch.cat([bboxes, scores[:, None]], dim=-1)
         return dets[None], labels[None]

@@ -104,6 +104,6 @@ class OrtRunner:
             raise ValueError(
                 f'input of shape {tuple(inputs.shape)}: {self.onnx_file} '
                 'takes one preprocessed image of shape (1, 3, H, W)')
-        dets, labels = self.session.run(list(OUTPUT_NAMES),
-                                        {INPUT_NAME: inputs})
+        dets, labels = self.session.run(
+            list(OUTPUT_NAMES), {INPUT_NAME: inputs})
         return dets, labels

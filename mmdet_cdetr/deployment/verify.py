@@ -25,9 +25,9 @@ def random_image(detector: nn.Module,
     return data['inputs'], data['data_samples'][0]
 
 
-def compare_detections(reference: Tuple[Tensor, Tensor, Tensor],
-                       exported: Tuple[np.ndarray, np.ndarray]
-                       ) -> Dict[str, float]:
+def compare_detections(
+        reference: Tuple[Tensor, Tensor, Tensor],
+        exported: Tuple[np.ndarray, np.ndarray]) -> Dict[str, float]:
     """Largest differences between PyTorch's detections (boxes, scores,
     labels of one image) and an exported model's (``dets``, ``labels`` of
     batch 1), in rank order.
@@ -41,8 +41,8 @@ def compare_detections(reference: Tuple[Tensor, Tensor, Tensor],
         dict: ``scores``, ``boxes_px`` (largest absolute differences) and
         ``labels`` (ranks whose label matches no tied reference rank).
     """
-    ref_boxes, ref_scores, ref_labels = (t.detach().cpu().double()
-                                         for t in reference)
+    ref_boxes, ref_scores, ref_labels = (
+        t.detach().cpu().double() for t in reference)
     dets = torch.from_numpy(exported[0][0]).double()
     labels = torch.from_numpy(exported[1][0]).double()
     if dets.shape[0] != ref_scores.shape[0]:
@@ -77,8 +77,8 @@ def verify_export(detector: nn.Module,
         inputs, sample = random_image(detector, tuple(shape))
         sample.set_metainfo(dict(batch_input_shape=tuple(shape)))
         with torch.no_grad():
-            pred = detector.predict(inputs, [sample],
-                                    rescale=False)[0].pred_instances
+            pred = detector.predict(
+                inputs, [sample], rescale=False)[0].pred_instances
         diffs = compare_detections((pred.bboxes, pred.scores, pred.labels),
                                    run(inputs))
         name = f'{shape[0]}x{shape[1]}'

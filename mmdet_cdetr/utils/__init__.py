@@ -6,7 +6,6 @@ from .test_options import add_test_args, apply_test_args
 
 __all__ = [
     'add_runner_args', 'add_test_args', 'allow_mmengine_checkpoints',
-    'apply_test_args', 'build_runner',
-    'init_weights_quietly', 'load_config', 'prepare_cpu_distributed',
-    'report_user_errors'
+    'apply_test_args', 'build_runner', 'init_weights_quietly', 'load_config',
+    'prepare_cpu_distributed', 'report_user_errors'
 ]

@@ -29,7 +29,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         'checkpoint', nargs='?', help='checkpoint (default: random weights)')
     parser.add_argument(
-        '--onnx', help='the config\'s export (tools/deployment/pytorch2onnx.py)')
+        '--onnx',
+        help='the config\'s export (tools/deployment/pytorch2onnx.py)')
     parser.add_argument(
         '--ort-opt',
         nargs='+',

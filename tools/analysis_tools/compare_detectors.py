@@ -75,9 +75,8 @@ def parse_args() -> argparse.Namespace:
 def main(args: argparse.Namespace) -> None:
     models = dict(spec.split('=', 1) for spec in args.models)
     if args.baseline is None:
-        args.baseline = ('mmdet-conditional-detr'
-                         if 'mmdet-conditional-detr' in models else next(
-                             iter(models)))
+        builtin = 'mmdet-conditional-detr'
+        args.baseline = builtin if builtin in models else next(iter(models))
     if args.baseline not in models:
         raise ValueError(f'--baseline {args.baseline!r} is not among the '
                          f'models {list(models)}')

@@ -5,8 +5,7 @@ import argparse
 
 from mmengine.config import Config
 
-from mmdet_cdetr.deployment import (OrtRunner, calibration_images,
-                                    quantize_int8)
+from mmdet_cdetr.deployment import OrtRunner, calibration_images, quantize_int8
 from mmdet_cdetr.utils import report_user_errors
 
 

@@ -5,9 +5,8 @@ import argparse
 
 from mmdet_cdetr.deployment import (OPTIMIZATION_LEVELS,
                                     onnxruntime_detector_cfg)
-from mmdet_cdetr.utils import (add_runner_args, add_test_args,
-                               apply_test_args, build_runner, load_config,
-                               report_user_errors)
+from mmdet_cdetr.utils import (add_runner_args, add_test_args, apply_test_args,
+                               build_runner, load_config, report_user_errors)
 
 
 def parse_args() -> argparse.Namespace:
