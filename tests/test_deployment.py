@@ -209,11 +209,13 @@ def test_benchmark_times_pytorch_and_onnxruntime_side_by_side(
     assert result.returncode == 0, result.stderr[-3000:]
     seconds = json.loads(out.read_text())['seconds']
     rows = [
-        'pytorch', 'nchw', 'onnxruntime opt=basic threads=default',
-        'onnxruntime opt=all threads=default'
+        'pytorch', 'nchw', 'onnxruntime quick.onnx opt=basic threads=default',
+        'onnxruntime quick.onnx opt=all threads=default'
     ]
     assert list(seconds) == rows
-    assert all(len(v) == 2 and min(v) > 0 for v in seconds.values())
+    for runs in seconds.values():
+        assert len(runs['wall']) == len(runs['cpu']) == 2
+        assert min(runs['wall']) > 0 and min(runs['cpu']) > 0
     assert '| pytorch | ' in result.stdout and '| 1.00x |' in result.stdout
 
 

@@ -30,7 +30,10 @@ def parse_args() -> argparse.Namespace:
         'checkpoint', nargs='?', help='checkpoint (default: random weights)')
     parser.add_argument(
         '--onnx',
-        help='the config\'s export (tools/deployment/pytorch2onnx.py)')
+        nargs='+',
+        default=[],
+        help='exports of the config (tools/deployment/pytorch2onnx.py, '
+        'quantize_onnx.py)')
     parser.add_argument(
         '--ort-opt',
         nargs='+',
@@ -87,12 +90,13 @@ def main(args: argparse.Namespace) -> None:
         reference = build_detector(config, device)
         copy_matching_weights(reference, weights)
         candidates[name] = pytorch_inference(reference, inputs, samples)
-    if args.onnx:
-        image = inputs.cpu().numpy()
-        for opt, threads in itertools.product(args.ort_opt, args.ort_threads):
-            runner = OrtRunner(args.onnx, opt, threads or None)
-            name = f'onnxruntime opt={opt} threads={threads or "default"}'
-            candidates[name] = (lambda run=runner: run(image))
+    image = inputs.cpu().numpy()
+    for onnx_file, opt, threads in itertools.product(args.onnx, args.ort_opt,
+                                                     args.ort_threads):
+        runner = OrtRunner(onnx_file, opt, threads or None)
+        name = (f'onnxruntime {osp.basename(onnx_file)} opt={opt} '
+                f'threads={threads or "default"}')
+        candidates[name] = (lambda run=runner: run(image))
     times = time_interleaved(candidates, args.max_iter, args.num_warmup,
                              device, print)
     os.makedirs(osp.dirname(args.out) or '.', exist_ok=True)
