@@ -29,8 +29,10 @@ $(VENV)/.installed: requirements.txt setup.py setup.cfg
 
 install-test: $(VENV)/.installed-test
 
-$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt setup.py
 	$(PIP) install -r requirements-test.txt
+	# The deployment extra (pinned onnx, onnxruntime): its tests run too.
+	$(PIP) install --no-build-isolation -e ".[deploy]"
 	touch $@
 
 demo: install

@@ -14,5 +14,7 @@ setup(
     description='Conditional DETR (ICCV 2021) as an MMDetection 3.x extension',
     packages=find_packages(include=['mmdet_cdetr', 'mmdet_cdetr.*']),
     python_requires='>=3.8',
+    # Export to ONNX and inference with ONNX Runtime (tools/deployment/).
+    extras_require=dict(deploy=['onnx==1.23.1', 'onnxruntime==1.30.0']),
     license='Apache-2.0',
 )

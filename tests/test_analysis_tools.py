@@ -18,10 +18,10 @@ GROUP = 'configs/convergence/group_conditional_detr_r18_scratch.py'
 def test_benchmark_smoke(tmp_path):
     out = tmp_path / 'bench.json'
     result = run_tool([
-        'tools/analysis_tools/benchmark.py', '--models', f'ours={OURS}',
-        f'mmdet-conditional-detr={BUILTIN}', '--batch-size', '1',
-        '--train-size', '64', '64', '--infer-size', '64', '96', '--repeats',
-        '2', '--warmup', '0', '--threads', '1', '--out',
+        'tools/analysis_tools/compare_detectors.py', '--models',
+        f'ours={OURS}', f'mmdet-conditional-detr={BUILTIN}', '--batch-size',
+        '1', '--train-size', '64', '64', '--infer-size', '64', '96',
+        '--repeats', '2', '--warmup', '0', '--threads', '1', '--out',
         str(out)
     ])
     assert result.returncode == 0, result.stderr

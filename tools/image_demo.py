@@ -1,11 +1,14 @@
 """Detect objects in an image or a directory of images and save the images
-with boxes, class names and scores drawn (mmdet's ``DetInferencer``)."""
+with boxes, class names and scores drawn (mmdet's ``DetInferencer``).
+``--weights`` is a checkpoint or an ``.onnx`` export, run by ONNX Runtime."""
 import argparse
 import os.path as osp
+import warnings
 
 from mmdet.apis import DetInferencer
 from mmengine.config import Config
 
+from mmdet_cdetr.registry import DATASETS
 from mmdet_cdetr.utils import report_user_errors
 
 
@@ -13,7 +16,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Detect objects in images')
     parser.add_argument('inputs', help='an image file or a directory')
     parser.add_argument('config', help='config file')
-    parser.add_argument('--weights', required=True, help='checkpoint file')
+    parser.add_argument(
+        '--weights',
+        required=True,
+        help='checkpoint file, or an .onnx file of pytorch2onnx.py')
     parser.add_argument(
         '--out-dir',
         default='outputs',
@@ -38,12 +44,24 @@ def main(args: argparse.Namespace) -> None:
     if not osp.exists(args.inputs):
         raise FileNotFoundError(f'no such image or directory: {args.inputs}')
     cfg = Config.fromfile(args.config)
+    weights = args.weights
+    if weights.endswith('.onnx'):
+        from mmdet_cdetr.deployment import onnxruntime_detector_cfg
+        cfg.model = onnxruntime_detector_cfg(cfg.model, weights)
+        weights = None
     # The config's scope, so that its types resolve to our components.
-    inferencer = DetInferencer(
-        model=cfg,
-        weights=args.weights,
-        device=args.device,
-        scope=cfg.get('default_scope', 'mmdet'))
+    # Without weights DetInferencer warns that it names COCO's classes;
+    # the config's are set below.
+    with warnings.catch_warnings(record=weights is None):
+        inferencer = DetInferencer(
+            model=cfg,
+            weights=weights,
+            device=args.device,
+            scope=cfg.get('default_scope', 'mmdet'))
+    if weights is None:
+        inferencer.model.dataset_meta = inferencer.visualizer.dataset_meta = (
+            DATASETS.build(dict(cfg.test_dataloader.dataset,
+                                lazy_init=True)).metainfo)
     inferencer(
         args.inputs,
         batch_size=args.batch_size,

@@ -1,6 +1,7 @@
 # mmdet's built-in Conditional DETR built from our R50 config: the same model
 # (same parameter names, same dropout), only the implementation differs.
-# The baseline of tools/analysis_tools/benchmark.py.
+# The baseline of tools/analysis_tools/compare_detectors.py and the
+# reference of tools/analysis_tools/benchmark.py.
 _base_ = '../conditional_detr_r50_8x2_50e_coco.py'
 
 model = dict(

@@ -13,11 +13,13 @@ from .huggingface import (convert_huggingface, hf_default_config,
                           load_huggingface)
 from .mmdet_zoo import convert_mmdet, load_mmdet
 from .official import convert_official, load_official, official_depth
+from .publish import publish_checkpoint
 
 __all__ = [
     'COCO_CATEGORY_IDS', 'COCO_CLASSES', 'Conversion', 'ConversionReport',
     'IncompleteConversionError', 'convert_and_save', 'converter_parser',
     'convert_huggingface', 'convert_mmdet', 'convert_official', 'finish',
     'fit_to_model', 'hf_default_config', 'load_huggingface', 'load_mmdet',
-    'load_official', 'official_depth', 'rows_from_id2label', 'zoo_config'
+    'load_official', 'official_depth', 'publish_checkpoint',
+    'rows_from_id2label', 'zoo_config'
 ]

@@ -1,107 +1,118 @@
-"""Benchmark detectors side by side: training step, transformer+head
-forward+backward, inference latency, peak memory, parameters and FLOPs."""
+"""Inference speed of one config (MMDetection's ``benchmark.py CONFIG
+[CHECKPOINT]``), optionally side by side in one run with its ONNX export
+under ONNX Runtime (``--onnx``, one row per session setting) and reference
+models (``--reference``, e.g. mmdet's built-in Conditional DETR). All see
+the same random image of ``--shape``; ratios are to the config's PyTorch
+model. For training speed and memory of several detectors see
+``compare_detectors.py``."""
 import argparse
+import itertools
 import json
 import os
 import os.path as osp
 
 import torch
+from mmengine.runner import load_checkpoint
 
-from mmdet_cdetr.analysis.benchmark import (DetectorBench, build_detector,
-                                            copy_matching_weights,
-                                            format_table, run_benchmark)
+from mmdet_cdetr.analysis.benchmark import (build_detector,
+                                            copy_matching_weights, make_batch)
+from mmdet_cdetr.analysis.inference_speed import (format_latency_table,
+                                                  pytorch_inference,
+                                                  time_interleaved)
+from mmdet_cdetr.deployment import OPTIMIZATION_LEVELS, OrtRunner
 from mmdet_cdetr.utils import report_user_errors
-
-DEFAULT_MODELS = [
-    'ours=configs/conditional_detr_r50_8x2_50e_coco.py',
-    'ours-nchw-backbone='
-    'configs/benchmark/conditional_detr_r50_nchw_8x2_50e_coco.py',
-    'mmdet-conditional-detr='
-    'configs/benchmark/mmdet_conditional_detr_r50_8x2_50e_coco.py',
-    'mmdet-detr=mmdet::detr/detr_r50_8xb2-150e_coco.py',
-    'mmdet-deformable-detr=mmdet::deformable_detr/'
-    'deformable-detr_r50_16xb2-50e_coco.py',
-    'mmdet-dab-detr=mmdet::dab_detr/dab-detr_r50_8xb2-50e_coco.py',
-]
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('config', help='config file')
     parser.add_argument(
-        '--models',
+        'checkpoint', nargs='?', help='checkpoint (default: random weights)')
+    parser.add_argument(
+        '--onnx',
         nargs='+',
-        default=DEFAULT_MODELS,
-        metavar='NAME=CONFIG',
-        help='models to compare; weights are copied from the first one '
-        'where parameter names and shapes match')
+        default=[],
+        help='exports of the config (tools/deployment/pytorch2onnx.py, '
+        'quantize_onnx.py)')
     parser.add_argument(
-        '--baseline',
-        default='mmdet-conditional-detr',
-        help='model the ratios are relative to')
-    parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
+        '--ort-opt',
+        nargs='+',
+        choices=list(OPTIMIZATION_LEVELS),
+        default=['all'],
+        help='ONNX Runtime graph optimisation levels to time')
     parser.add_argument(
-        '--batch-size', type=int, default=2, help='training batch size')
-    parser.add_argument(
-        '--train-size',
+        '--ort-threads',
+        nargs='+',
         type=int,
-        nargs=2,
-        default=[512, 512],
-        metavar=('H', 'W'),
-        help='training image size')
+        default=[0],
+        help='ONNX Runtime intra-op thread counts to time (0: its default)')
     parser.add_argument(
-        '--infer-size',
+        '--reference',
+        nargs='+',
+        default=[],
+        metavar='NAME=CONFIG',
+        help='more PyTorch models to time, weights copied from the config\'s '
+        'where names and shapes match')
+    parser.add_argument(
+        '--shape',
         type=int,
         nargs=2,
         default=[800, 1216],
         metavar=('H', 'W'),
-        help='inference image size (batch 1)')
+        help='image size (batch 1)')
     parser.add_argument(
-        '--num-gts', type=int, default=8, help='boxes per training image')
+        '--max-iter', type=int, default=10, help='timed runs per row')
     parser.add_argument(
-        '--repeats', type=int, default=5, help='timed repetitions')
-    parser.add_argument(
-        '--warmup', type=int, default=1, help='untimed repetitions first')
+        '--num-warmup', type=int, default=2, help='untimed runs first')
     parser.add_argument(
         '--threads', type=int, help='torch CPU threads (default: torch\'s)')
+    parser.add_argument('--device', default='cpu', help='PyTorch device')
     parser.add_argument(
         '--out',
-        default='work_dirs/benchmark/benchmark.json',
+        default='work_dirs/benchmark/inference.json',
         help='JSON file of all measurements')
     return parser.parse_args()
 
 
 def main(args: argparse.Namespace) -> None:
-    models = dict(spec.split('=', 1) for spec in args.models)
-    if args.baseline not in models:
-        raise ValueError(f'--baseline {args.baseline!r} is not among the '
-                         f'models {list(models)}')
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    benches, reference = [], None
-    for name, config in models.items():
-        model = build_detector(config, device)
-        if reference is None:
-            reference = model.state_dict()
-            copied = len(reference)
-        else:
-            copied = copy_matching_weights(model, reference)
-        print(f'{name}: {config} ({copied} tensors from the first model)')
-        benches.append(
-            DetectorBench(name, model, device,
-                          (args.batch_size, tuple(args.train_size)),
-                          tuple(args.infer_size), args.num_gts,
-                          model.bbox_head.num_classes))
-    results = run_benchmark(benches, args.repeats, args.warmup, log=print)
-    setting = dict(
-        vars(args), torch_threads=torch.get_num_threads(), models=models)
+    model = build_detector(args.config, device)
+    if args.checkpoint:
+        load_checkpoint(model, args.checkpoint, map_location=device)
+    inputs, samples = make_batch(model, 1, tuple(args.shape), 0,
+                                 model.bbox_head.num_classes, False)
+    candidates = {'pytorch': pytorch_inference(model, inputs, samples)}
+    weights = model.state_dict()
+    for spec in args.reference:
+        name, config = spec.split('=', 1)
+        reference = build_detector(config, device)
+        copy_matching_weights(reference, weights)
+        candidates[name] = pytorch_inference(reference, inputs, samples)
+    image = inputs.cpu().numpy()
+    for onnx_file, opt, threads in itertools.product(args.onnx, args.ort_opt,
+                                                     args.ort_threads):
+        runner = OrtRunner(onnx_file, opt, threads or None)
+        name = (f'onnxruntime {osp.basename(onnx_file)} opt={opt} '
+                f'threads={threads or "default"}')
+        candidates[name] = (lambda run=runner: run(image))
+    times = time_interleaved(candidates, args.max_iter, args.num_warmup,
+                             device, print)
     os.makedirs(osp.dirname(args.out) or '.', exist_ok=True)
     with open(args.out, 'w', encoding='utf-8') as f:
-        json.dump(dict(setting=setting, results=results), f, indent=2)
-    print(format_table(results, args.baseline))
+        json.dump(
+            dict(
+                setting=dict(
+                    vars(args), torch_threads=torch.get_num_threads()),
+                seconds=times),
+            f,
+            indent=2)
+    print(format_latency_table(times))
     print(f'\nmeasurements: {args.out}')
 
 
 if __name__ == '__main__':
-    with report_user_errors():
-        main(parse_args())
+    cli_args = parse_args()
+    with report_user_errors(checkpoint=cli_args.checkpoint):
+        main(cli_args)

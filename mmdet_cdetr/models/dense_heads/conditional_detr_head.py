@@ -5,7 +5,6 @@ import torch
 from mmdet.models.dense_heads import DETRHead
 from mmdet.models.layers.transformer import inverse_sigmoid
 from mmdet.structures import SampleList
-from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmdet.utils import InstanceList
 from mmengine.logging import print_log
 from mmengine.model import bias_init_with_prob
@@ -13,6 +12,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from mmdet_cdetr.registry import MODELS
+from .top_k_detections import boxes_to_original, top_k_detections
 
 
 @MODELS.register_module()
@@ -104,22 +104,12 @@ class ConditionalDETRHead(DETRHead):
             rescale: Return boxes in the original image's pixels.
         """
         max_per_img = self.test_cfg.get('max_per_img', len(cls_score))
-        if self.loss_cls.use_sigmoid:
-            scores = cls_score.sigmoid().flatten()
-            scores, indexes = scores.topk(min(max_per_img, scores.numel()))
-            labels = indexes % self.num_classes
-            bbox_pred = bbox_pred[indexes // self.num_classes]
-        else:
-            scores, labels = cls_score.softmax(-1)[..., :-1].max(-1)
-            scores, indexes = scores.topk(min(max_per_img, scores.numel()))
-            labels, bbox_pred = labels[indexes], bbox_pred[indexes]
         img_h, img_w = img_meta['img_shape'][:2]
-        bboxes = bbox_cxcywh_to_xyxy(bbox_pred) * bbox_pred.new_tensor(
-            [img_w, img_h, img_w, img_h])
-        bboxes[:, 0::2].clamp_(min=0, max=img_w)
-        bboxes[:, 1::2].clamp_(min=0, max=img_h)
+        bboxes, scores, labels = top_k_detections(
+            cls_score, bbox_pred, bbox_pred.new_tensor([img_w, img_h]),
+            max_per_img, self.loss_cls.use_sigmoid)
         if rescale:
-            bboxes /= bboxes.new_tensor(img_meta['scale_factor']).repeat(2)
+            bboxes = boxes_to_original(bboxes, img_meta['scale_factor'])
         results = InstanceData()
         results.bboxes, results.scores, results.labels = bboxes, scores, labels
         return results

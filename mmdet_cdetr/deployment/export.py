@@ -1,0 +1,52 @@
+import warnings
+from typing import Tuple
+
+import torch
+from torch import nn
+
+from mmdet_cdetr.version import __version__
+from .end2end import End2EndDetector
+from .ort_runner import INPUT_NAME, OUTPUT_NAMES
+
+
+def export_onnx(detector: nn.Module,
+                out_file: str,
+                shape: Tuple[int, int] = (800, 1216),
+                opset: int = 17) -> None:
+    """Write ``detector`` as one ONNX graph, preprocessed image in,
+    final detections out (:class:`End2EndDetector`), image height and width
+    dynamic.
+
+    The graph is traced at ``shape``; the class count and ``max_per_img``
+    are stored in the file's metadata, so that a runner can refuse a config
+    for another class count.
+    """
+    import onnx
+    wrapper = End2EndDetector(detector.eval()).eval()
+    dummy = torch.zeros(1, 3, *shape)
+    with torch.no_grad(), warnings.catch_warnings():
+        # Tracer warnings about shapes turned into constants: the branches
+        # they guard take the same way at every image size (tested).
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        warnings.filterwarnings('ignore', 'Constant folding - Only steps=1')
+        torch.onnx.export(
+            wrapper, (dummy, ),
+            out_file,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={INPUT_NAME: {
+                2: 'height',
+                3: 'width'
+            }},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False)
+    model = onnx.load(out_file)
+    onnx.helper.set_model_props(
+        model,
+        dict(
+            num_classes=str(detector.bbox_head.num_classes),
+            max_per_img=str(wrapper.max_per_img),
+            exporter=f'mmdet_cdetr {__version__}'))
+    onnx.checker.check_model(model)
+    onnx.save(model, out_file)

@@ -1,0 +1,109 @@
+import os.path as osp
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from torch import Tensor
+
+# The exported graph's names (mmdeploy's detection convention).
+INPUT_NAME = 'input'
+OUTPUT_NAMES = ('dets', 'labels')
+
+# Short names of ONNX Runtime's graph optimisation levels.
+OPTIMIZATION_LEVELS = dict(
+    disable='ORT_DISABLE_ALL',
+    basic='ORT_ENABLE_BASIC',
+    extended='ORT_ENABLE_EXTENDED',
+    layout='ORT_ENABLE_LAYOUT',
+    all='ORT_ENABLE_ALL')
+
+
+def import_onnxruntime():
+    """onnxruntime, or an error saying how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError('ONNX Runtime is not installed: pip install -e '
+                          '".[deploy]" (pinned onnx and onnxruntime)') from err
+    return onnxruntime
+
+
+class OrtRunner:
+    """A detector exported by ``tools/deployment/pytorch2onnx.py`` in an
+    ONNX Runtime session: one preprocessed image in, ``dets`` and
+    ``labels`` out.
+
+    Args:
+        onnx_file: The exported model.
+        optimization: ONNX Runtime's graph optimisation level, one of
+            :data:`OPTIMIZATION_LEVELS` (``layout`` adds layout changes such
+            as the CPU's blocked NCHWc convolutions to ``extended``'s
+            fusions, ``all`` everything).
+        threads: Intra-op threads (default: ONNX Runtime's, one per
+            physical core).
+        providers: Execution providers, default the CPU's.
+    """
+
+    def __init__(self,
+                 onnx_file: str,
+                 optimization: str = 'all',
+                 threads: Optional[int] = None,
+                 providers: Sequence[str] = ('CPUExecutionProvider', )):
+        ort = import_onnxruntime()
+        if not osp.isfile(onnx_file):
+            raise FileNotFoundError(f'ONNX file not found: {onnx_file}')
+        if optimization not in OPTIMIZATION_LEVELS:
+            raise ValueError(f'unknown graph optimisation {optimization!r}, '
+                             f'expected one of {list(OPTIMIZATION_LEVELS)}')
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(
+                onnx_file, options, providers=list(providers))
+        except Exception as err:  # ORT's own classes, not builtins
+            if type(err).__module__.startswith('onnxruntime'):
+                raise ValueError(f'{onnx_file} is not a valid ONNX model: '
+                                 f'{str(err).splitlines()[0]}') from err
+            raise
+        inputs = [node.name for node in self.session.get_inputs()]
+        outputs = [node.name for node in self.session.get_outputs()]
+        if inputs != [INPUT_NAME] or tuple(outputs) != OUTPUT_NAMES:
+            raise ValueError(
+                f'{onnx_file} has inputs {inputs} and outputs {outputs}, '
+                f'not [{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}: it was not '
+                'exported by tools/deployment/pytorch2onnx.py')
+        self.onnx_file = onnx_file
+        self.metadata: Dict[str, str] = (
+            self.session.get_modelmeta().custom_metadata_map)
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        """Class count the model was exported with (from its metadata)."""
+        value = self.metadata.get('num_classes')
+        return None if value is None else int(value)
+
+    def __call__(
+            self, inputs: Union[np.ndarray,
+                                Tensor]) -> Tuple[np.ndarray, np.ndarray]:
+        """Detect in one preprocessed image.
+
+        Args:
+            inputs: (1, 3, H, W) float, the data preprocessor's output.
+
+        Returns:
+            tuple: ``dets`` (1, K, 5) and ``labels`` (1, K), see
+            :class:`~.End2EndDetector`.
+        """
+        if isinstance(inputs, Tensor):
+            inputs = inputs.detach().cpu().numpy()
+        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        if inputs.ndim != 4 or inputs.shape[:2] != (1, 3):
+            raise ValueError(
+                f'input of shape {tuple(inputs.shape)}: {self.onnx_file} '
+                'takes one preprocessed image of shape (1, 3, H, W)')
+        dets, labels = self.session.run(
+            list(OUTPUT_NAMES), {INPUT_NAME: inputs})
+        return dets, labels

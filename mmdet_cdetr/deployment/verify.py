@@ -1,0 +1,93 @@
+from typing import Callable, Dict, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmdet.structures import DetDataSample
+from torch import Tensor, nn
+
+# What "the same detections" means for an exported model.
+SCORE_TOL = 1e-4
+BOX_TOL_PX = 0.05
+
+
+def random_image(detector: nn.Module,
+                 shape: Tuple[int, int],
+                 seed: int = 0) -> Tuple[Tensor, DetDataSample]:
+    """A random uint8 image of ``shape`` through the detector's data
+    preprocessor: a (1, 3, H, W) input and its data sample."""
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randint(
+        0, 256, (3, *shape), dtype=torch.uint8, generator=generator)
+    sample = DetDataSample(
+        metainfo=dict(img_shape=shape, ori_shape=shape, scale_factor=(1, 1)))
+    data = detector.data_preprocessor(
+        dict(inputs=[image], data_samples=[sample]), False)
+    return data['inputs'], data['data_samples'][0]
+
+
+def compare_detections(
+        reference: Tuple[Tensor, Tensor, Tensor],
+        exported: Tuple[np.ndarray, np.ndarray]) -> Dict[str, float]:
+    """Largest differences between PyTorch's detections (boxes, scores,
+    labels of one image) and an exported model's (``dets``, ``labels`` of
+    batch 1), in rank order.
+
+    Two candidates whose scores differ by less than :data:`SCORE_TOL` may
+    come out in either order, so a rank whose label differs counts as equal
+    when a tied rank of the reference has that label; its box is compared
+    with the closest such box.
+
+    Returns:
+        dict: ``scores``, ``boxes_px`` (largest absolute differences) and
+        ``labels`` (ranks whose label matches no tied reference rank).
+    """
+    ref_boxes, ref_scores, ref_labels = (
+        t.detach().cpu().double() for t in reference)
+    dets = torch.from_numpy(exported[0][0]).double()
+    labels = torch.from_numpy(exported[1][0]).double()
+    if dets.shape[0] != ref_scores.shape[0]:
+        raise ValueError(f'the exported model returns {dets.shape[0]} '
+                         f'detections, PyTorch {ref_scores.shape[0]}')
+    scores, boxes = dets[:, 4], dets[:, :4]
+    tied = (scores[:, None] - ref_scores[None]).abs() <= SCORE_TOL
+    candidates = tied & (labels[:, None] == ref_labels[None])
+    box_diffs = (boxes[:, None] - ref_boxes[None]).abs().amax(-1)
+    box_diffs = box_diffs.masked_fill(~candidates, float('inf')).amin(1)
+    matched = candidates.any(1)
+    return dict(
+        scores=(scores - ref_scores).abs().max().item(),
+        boxes_px=box_diffs[matched].max().item() if matched.any() else 0.,
+        labels=int((~matched).sum()))
+
+
+def verify_export(detector: nn.Module,
+                  run: Callable[[Tensor], Tuple[np.ndarray, np.ndarray]],
+                  shapes: Sequence[Tuple[int, int]]) -> Dict[str, dict]:
+    """Check an exported model against the PyTorch detector's ``predict``
+    on a random image of each shape; raises ``ValueError`` naming the
+    shape when detections differ beyond :data:`SCORE_TOL` and
+    :data:`BOX_TOL_PX`.
+
+    Returns:
+        dict: ``'HxW'`` -> :func:`compare_detections`'s differences.
+    """
+    detector.eval()
+    results = {}
+    for shape in shapes:
+        inputs, sample = random_image(detector, tuple(shape))
+        sample.set_metainfo(dict(batch_input_shape=tuple(shape)))
+        with torch.no_grad():
+            pred = detector.predict(
+                inputs, [sample], rescale=False)[0].pred_instances
+        diffs = compare_detections((pred.bboxes, pred.scores, pred.labels),
+                                   run(inputs))
+        name = f'{shape[0]}x{shape[1]}'
+        if (diffs['labels'] or diffs['scores'] > SCORE_TOL
+                or diffs['boxes_px'] > BOX_TOL_PX):
+            raise ValueError(
+                f'the exported model differs from PyTorch on a {name} '
+                f'image: {diffs["labels"]} labels, scores by '
+                f'{diffs["scores"]:.2g} (tolerance {SCORE_TOL}), boxes by '
+                f'{diffs["boxes_px"]:.2g} px (tolerance {BOX_TOL_PX})')
+        results[name] = diffs
+    return results

@@ -1,0 +1,112 @@
+"""Compare detectors side by side: training step, transformer+head
+forward+backward, inference latency, peak memory, parameters and FLOPs
+(the inference speed of one config, and of its ONNX export, is
+``benchmark.py``'s)."""
+import argparse
+import json
+import os
+import os.path as osp
+
+import torch
+
+from mmdet_cdetr.analysis.benchmark import (DetectorBench, build_detector,
+                                            copy_matching_weights,
+                                            format_table, run_benchmark)
+from mmdet_cdetr.utils import report_user_errors
+
+DEFAULT_MODELS = [
+    'ours=configs/conditional_detr_r50_8x2_50e_coco.py',
+    'ours-nchw-backbone='
+    'configs/benchmark/conditional_detr_r50_nchw_8x2_50e_coco.py',
+    'mmdet-conditional-detr='
+    'configs/benchmark/mmdet_conditional_detr_r50_8x2_50e_coco.py',
+    'mmdet-detr=mmdet::detr/detr_r50_8xb2-150e_coco.py',
+    'mmdet-deformable-detr=mmdet::deformable_detr/'
+    'deformable-detr_r50_16xb2-50e_coco.py',
+    'mmdet-dab-detr=mmdet::dab_detr/dab-detr_r50_8xb2-50e_coco.py',
+]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        '--models',
+        nargs='+',
+        default=DEFAULT_MODELS,
+        metavar='NAME=CONFIG',
+        help='models to compare; weights are copied from the first one '
+        'where parameter names and shapes match')
+    parser.add_argument(
+        '--baseline',
+        help='model the ratios are relative to (default: '
+        'mmdet-conditional-detr if among the models, else the first)')
+    parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
+    parser.add_argument(
+        '--batch-size', type=int, default=2, help='training batch size')
+    parser.add_argument(
+        '--train-size',
+        type=int,
+        nargs=2,
+        default=[512, 512],
+        metavar=('H', 'W'),
+        help='training image size')
+    parser.add_argument(
+        '--infer-size',
+        type=int,
+        nargs=2,
+        default=[800, 1216],
+        metavar=('H', 'W'),
+        help='inference image size (batch 1)')
+    parser.add_argument(
+        '--num-gts', type=int, default=8, help='boxes per training image')
+    parser.add_argument(
+        '--repeats', type=int, default=5, help='timed repetitions')
+    parser.add_argument(
+        '--warmup', type=int, default=1, help='untimed repetitions first')
+    parser.add_argument(
+        '--threads', type=int, help='torch CPU threads (default: torch\'s)')
+    parser.add_argument(
+        '--out',
+        default='work_dirs/benchmark/benchmark.json',
+        help='JSON file of all measurements')
+    return parser.parse_args()
+
+
+def main(args: argparse.Namespace) -> None:
+    models = dict(spec.split('=', 1) for spec in args.models)
+    if args.baseline is None:
+        builtin = 'mmdet-conditional-detr'
+        args.baseline = builtin if builtin in models else next(iter(models))
+    if args.baseline not in models:
+        raise ValueError(f'--baseline {args.baseline!r} is not among the '
+                         f'models {list(models)}')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    benches, reference = [], None
+    for name, config in models.items():
+        model = build_detector(config, device)
+        if reference is None:
+            reference = model.state_dict()
+            copied = len(reference)
+        else:
+            copied = copy_matching_weights(model, reference)
+        print(f'{name}: {config} ({copied} tensors from the first model)')
+        benches.append(
+            DetectorBench(name, model, device,
+                          (args.batch_size, tuple(args.train_size)),
+                          tuple(args.infer_size), args.num_gts,
+                          model.bbox_head.num_classes))
+    results = run_benchmark(benches, args.repeats, args.warmup, log=print)
+    setting = dict(
+        vars(args), torch_threads=torch.get_num_threads(), models=models)
+    os.makedirs(osp.dirname(args.out) or '.', exist_ok=True)
+    with open(args.out, 'w', encoding='utf-8') as f:
+        json.dump(dict(setting=setting, results=results), f, indent=2)
+    print(format_table(results, args.baseline))
+    print(f'\nmeasurements: {args.out}')
+
+
+if __name__ == '__main__':
+    with report_user_errors():
+        main(parse_args())

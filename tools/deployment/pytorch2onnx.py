@@ -1,0 +1,59 @@
+"""Export a detector to ONNX (mmdeploy's I/O: ``input`` (1, 3, H, W) after
+the data preprocessor, H and W dynamic; ``dets`` (1, K, 5) and ``labels``
+(1, K)) and check the file with ONNX Runtime against PyTorch before
+reporting success."""
+import argparse
+
+from mmengine.config import Config, DictAction
+
+from mmdet_cdetr.deployment import OrtRunner, export_onnx, verify_export
+from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.visualization import load_detector
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('config', help='config file')
+    parser.add_argument(
+        'checkpoint',
+        nargs='?',
+        help='checkpoint file (default: random weights, for a speed test)')
+    parser.add_argument('--out', required=True, help='the .onnx file')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=2,
+        default=[800, 1216],
+        metavar=('H', 'W'),
+        help='image size to trace and verify at (the file takes any size)')
+    parser.add_argument('--opset', type=int, default=17, help='ONNX opset')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, key=value pairs')
+    return parser.parse_args()
+
+
+def main(args: argparse.Namespace) -> None:
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.checkpoint is None:
+        cfg.model.backbone.init_cfg = None  # random weights, no download
+    detector = load_detector(cfg, args.checkpoint)
+    export_onnx(detector, args.out, tuple(args.shape), args.opset)
+    height, width = args.shape
+    # A second size proves that nothing froze at the traced one.
+    shapes = [(height, width), (width, height)][:1 if height == width else 2]
+    diffs = verify_export(detector, OrtRunner(args.out), shapes)
+    checks = ', '.join(f'{name}: scores within {d["scores"]:.1e}, boxes '
+                       f'within {d["boxes_px"]:.1e} px'
+                       for name, d in diffs.items())
+    print(f'exported {args.out}; ONNX Runtime matches PyTorch ({checks})')
+
+
+if __name__ == '__main__':
+    cli_args = parse_args()
+    with report_user_errors(checkpoint=cli_args.checkpoint):
+        main(cli_args)
