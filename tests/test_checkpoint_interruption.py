@@ -87,8 +87,7 @@ def _assert_epoch_1_is_the_last_checkpoint(work_dir):
     assert not (work_dir / 'epoch_2.pth').exists()
 
 
-def test_sigterm_then_kill_during_checkpoint_write_then_resume(
-        synthetic_root, tmp_path):
+def test_kill_during_checkpoint_write_then_resume(synthetic_root, tmp_path):
     config = write_config(
         tmp_path / 'cfg.py',
         synthetic_root,
@@ -97,22 +96,14 @@ def test_sigterm_then_kill_during_checkpoint_write_then_resume(
         default_hooks='dict(checkpoint=dict(interval=1, max_keep_ckpts=1))')
     work_dir, marker = tmp_path / 'work', tmp_path / 'saving'
 
-    # SIGTERM (pre-emption) half-way through writing epoch_2.pth: a clean
-    # exit that removes the partial file.
+    # kill -9 half-way through writing epoch_2.pth.
     process = _train(config, work_dir, tmp_path, 'hang')
-    status = _signal_during_save_of_epoch_2(process, marker, signal.SIGTERM)
-    assert status == 128 + signal.SIGTERM
-    _assert_epoch_1_is_the_last_checkpoint(work_dir)
-    assert not list(work_dir.glob('.*.tmp'))
-
-    # Resumed, then kill -9 at the same point: the partial file stays.
-    process = _train(config, work_dir, tmp_path, 'hang', '--resume')
     status = _signal_during_save_of_epoch_2(process, marker, signal.SIGKILL)
     assert status == -signal.SIGKILL
     _assert_epoch_1_is_the_last_checkpoint(work_dir)
     assert len(list(work_dir.glob('.epoch_2.pth.*.tmp'))) == 1
 
-    # Resumed again, undisturbed: the run completes and tidies up.
+    # Resumed, undisturbed: the run completes and tidies up.
     process = _train(config, work_dir, tmp_path, 'none', '--resume')
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
@@ -124,28 +115,34 @@ def test_sigterm_then_kill_during_checkpoint_write_then_resume(
     assert not list(work_dir.glob('.*.tmp'))
 
 
-# --- Injected failures, on the hook with a stand-in runner ---
+# --- SIGTERM and failures, on the hook with a stand-in runner ---
 
 
 class _Runner:
     """What the checkpoint hook uses of MMEngine's runner; its
-    ``save_checkpoint`` writes a small checkpoint or fails half-way."""
+    ``save_checkpoint`` writes a small checkpoint, or half of it and then
+    fails (``fault='error'``) or gets a SIGTERM (``fault='sigterm'``)."""
 
     def __init__(self, work_dir, name):
         self.work_dir = str(work_dir)
         self.logger = MMLogger.get_instance(name)
         self.message_hub = MessageHub.get_instance(name)
         self.epoch, self.iter = 0, 0
-        self.fail_writing = False
+        self.fault = None
 
     def save_checkpoint(self, out_dir, filename, *args, meta, **kwargs):
         data = io.BytesIO()
         torch.save(dict(meta=meta), data)
         with open(os.path.join(out_dir, filename), 'wb') as f:
-            if self.fail_writing:
-                f.write(data.getvalue()[:100])
-                raise OSError(28, 'No space left on device (injected)')
-            f.write(data.getvalue())
+            if self.fault is None:
+                f.write(data.getvalue())
+                return
+            f.write(data.getvalue()[:100])
+            f.flush()
+            if self.fault == 'sigterm':
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(10)  # the handler interrupts this
+            raise OSError(28, 'No space left on device (injected)')
 
 
 @pytest.fixture
@@ -162,9 +159,21 @@ def saving(tmp_path, request):
 
 def test_failure_while_writing_keeps_the_previous_checkpoint(saving, tmp_path):
     hook, runner = saving
-    runner.fail_writing = True
+    runner.fault = 'error'
     with pytest.raises(OSError, match='injected'):
         hook.after_train_epoch(runner)
+    _assert_epoch_1_is_the_last_checkpoint(tmp_path)
+    assert not list(tmp_path.glob('.*.tmp'))
+
+
+def test_sigterm_while_writing_exits_cleanly(saving, tmp_path):
+    hook, runner = saving
+    # (checked first: without the hook's handler SIGTERM ends pytest)
+    assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+    runner.fault = 'sigterm'
+    with pytest.raises(SystemExit) as stop:
+        hook.after_train_epoch(runner)
+    assert stop.value.code == 128 + signal.SIGTERM
     _assert_epoch_1_is_the_last_checkpoint(tmp_path)
     assert not list(tmp_path.glob('.*.tmp'))
 

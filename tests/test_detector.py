@@ -155,8 +155,7 @@ def test_channels_last_backbone_gradients_have_the_weights_layout():
     inputs = torch.randn(2, 3, 64, 64)
     losses = model.loss(inputs, _samples([(64, 64), (64, 64)], (64, 64)))
     sum(v for k, v in losses.items() if 'loss' in k).backward()
-    convs = [(name, p) for name, p in model.named_parameters()
-             if p.dim() == 4]
+    convs = [(name, p) for name, p in model.named_parameters() if p.dim() == 4]
     assert len(convs) > 10
     for name, param in convs:
         assert param.is_contiguous(memory_format=torch.channels_last), name
