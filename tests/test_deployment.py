@@ -168,24 +168,28 @@ def test_tools_export_evaluate_and_match_pytorch(trained):
                   ref['scores'].numpy()).max() <= 1e-4
 
 
-def test_test_onnx_refuses_another_class_count(trained, exported):
-    _, path = exported
-    result = run_tool([
-        'tools/deployment/test_onnx.py', trained['config'], path,
-        '--cfg-options', 'model.bbox_head.num_classes=5'
-    ])
-    assert result.returncode == 1
-    assert result.stderr.startswith(f'error: {path} was exported for 3 '
-                                    'classes, but the config has '
-                                    'model.bbox_head.num_classes=5')
+def test_onnxruntime_detector_refuses_another_class_count(exported):
+    from mmdet_cdetr.deployment import (ONNXRuntimeDetector,
+                                        onnxruntime_detector_cfg)
+    cfg = quick_cfg()
+    cfg.model.bbox_head.num_classes = 5
+    kwargs = dict(onnxruntime_detector_cfg(cfg.model, exported[1]))
+    kwargs.pop('type')
+    with pytest.raises(ValueError) as err:
+        ONNXRuntimeDetector(**kwargs)
+    assert str(err.value).startswith(
+        f'{exported[1]} was exported for 3 classes, but the config has '
+        'model.bbox_head.num_classes=5')
 
 
-def test_test_onnx_reports_a_file_that_is_not_a_model(trained, tmp_path):
+def test_test_onnx_reports_a_file_that_is_not_a_model(tmp_path):
     path = tmp_path / 'model.onnx'
     path.write_text('not a model')
-    result = run_tool(
-        ['tools/deployment/test_onnx.py', trained['config'],
-         str(path)])
+    result = run_tool([
+        'tools/deployment/test_onnx.py', QUICK_CONFIG,
+        str(path), '--work-dir',
+        str(tmp_path)
+    ])
     assert result.returncode == 1
     assert result.stderr.startswith(f'error: {path} is not a valid ONNX '
                                     'model')
