@@ -75,6 +75,16 @@ def run_tool(args: List[str],
         timeout=timeout)
 
 
+def assert_clean_error(result: subprocess.CompletedProcess, *needles: str):
+    """The tool failed with one ``error:`` line holding every needle."""
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: '), last
+    for needle in needles:
+        assert needle in last, last
+
+
 # --- Parity with reference implementations (tests/test_parity_*.py) ---
 
 # Conditional DETR for the 80 COCO classes at toy size: a bottleneck

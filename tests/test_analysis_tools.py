@@ -6,11 +6,13 @@ import os.path as osp
 import pytest
 from conftest import run_tool
 
-from mmdet_cdetr.analysis.convergence import epochs_to_reach, summarise
+from mmdet_cdetr.analysis.convergence import (epochs_to_reach, format_table,
+                                              summarise)
 
 OURS = 'configs/convergence/conditional_detr_r18_scratch.py'
 BUILTIN = 'configs/convergence/mmdet_conditional_detr_r18_scratch.py'
 DETR = 'configs/convergence/detr_r18_scratch.py'
+GROUP = 'configs/convergence/group_conditional_detr_r18_scratch.py'
 
 
 def test_benchmark_smoke(tmp_path):
@@ -41,6 +43,9 @@ def test_benchmark_smoke(tmp_path):
 
 
 def test_convergence_smoke(tmp_path, synthetic_root):
+    """DETR and Group-Conditional DETR, one epoch on a seed of our choice:
+    the per-seed runs, the mean-and-range table and the banded plot (the
+    statistics over several seeds: ``test_summary_over_seeds``)."""
     ann = osp.join(synthetic_root, 'annotations/instances_val.json')
     options = [
         'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
@@ -55,16 +60,20 @@ def test_convergence_smoke(tmp_path, synthetic_root):
     ]
     work_dir = tmp_path / 'study'
     result = run_tool([
-        'tools/analysis_tools/convergence.py', DETR, OURS, '--work-dir',
-        str(work_dir), '--target-ap', '0.5', '--cfg-options'
+        'tools/analysis_tools/convergence.py', DETR, GROUP, '--work-dir',
+        str(work_dir), '--seeds', '7', '--target-ap', '0.5', '--cfg-options'
     ] + options)
     assert result.returncode == 0, result.stderr
     summary = json.loads((work_dir / 'convergence.json').read_text())
     assert summary['reference'] == 'detr_r18_scratch'
-    for name in ('detr_r18_scratch', 'conditional_detr_r18_scratch'):
-        assert list(summary['curves'][name]) == ['1']
-        assert 0 <= summary['models'][name]['final_ap'] <= 1
-        assert f'| {name} | 1 |' in result.stdout
+    for name in ('detr_r18_scratch', 'group_conditional_detr_r18_scratch'):
+        assert list(summary['curves'][name]) == ['7']
+        assert list(summary['curves'][name]['7']) == ['1']
+        final = summary['models'][name]['final_ap']
+        assert 0 <= final['min'] == final['mean'] == final['max'] <= 1
+        assert f'| {name} | 1 | 1 |' in result.stdout
+        config = next((work_dir / name / 'seed7').glob('*/vis_data/config.py'))
+        assert 'seed=7' in config.read_text().replace(' ', '')
     assert (work_dir / 'ap.png').stat().st_size > 1000
 
 
@@ -78,31 +87,56 @@ def test_convergence_report_without_logs(tmp_path):
     assert result.stderr.startswith('error: no training log')
 
 
-def test_epochs_to_reach_and_ratio():
+def test_summary_over_seeds():
     curves = {
         'detr': {
-            2: (0.0, 0.0),
-            4: (0.05, 0.1),
-            6: (0.1, 0.3),
-            8: (0.1, 0.3)
+            0: {
+                2: (0.0, 0.0),
+                4: (0.05, 0.1),
+                6: (0.1, 0.3),
+                8: (0.1, 0.3)
+            },
+            1: {
+                2: (0.0, 0.0),
+                4: (0.1, 0.1),
+                6: (0.14, 0.3),
+                8: (0.14, 0.3)
+            },
         },
         'cond': {
-            2: (0.08, 0.3),
-            4: (0.2, 0.5),
-            6: (0.3, 0.6),
-            8: (0.35, 0.7)
+            0: {
+                2: (0.08, 0.3),
+                4: (0.2, 0.5),
+                6: (0.3, 0.6),
+                8: (0.35, 0.7)
+            },
+            1: {
+                2: (0.2, 0.3),
+                4: (0.25, 0.5),
+                6: (0.28, 0.6),
+                8: (0.33, 0.7)
+            },
         },
     }
-    assert epochs_to_reach(curves['cond'], 0.2) == 4
-    assert epochs_to_reach(curves['detr'], 0.2) is None
+    assert epochs_to_reach(curves['cond'][0], 0.2) == 4
+    assert epochs_to_reach(curves['detr'][0], 0.2) is None
     summary = summarise(curves, 'detr', targets=[0.3])
-    assert summary['reference_final_ap'] == 0.1
-    # DETR first reaches its final AP at epoch 6, ours at epoch 4.
-    assert summary['models']['detr']['epochs_to_ap'] == {
-        '0.100': 6,
-        '0.300': None
-    }
-    assert summary['models']['cond']['epochs_to_ap']['0.100'] == 4
-    assert summary['models']['cond']['ratio_vs_reference'] == pytest.approx(4 /
-                                                                            6)
-    assert summary['models']['cond']['best_ap'] == 0.35
+    # DETR's final AP: the mean over its seeds
+    assert summary['reference_final_ap'] == pytest.approx(0.12)
+    detr, cond = summary['models']['detr'], summary['models']['cond']
+    # seed 0 never reaches 0.12, seed 1 at epoch 6
+    assert detr['epochs_to_ap']['0.120'] == dict(
+        mean=6, min=6, max=6, reached=1)
+    assert cond['epochs_to_ap']['0.120'] == dict(
+        mean=3, min=2, max=4, reached=2)
+    assert cond['epochs_to_ap']['0.300'] == dict(
+        mean=7, min=6, max=8, reached=2)
+    assert detr['epochs_to_ap']['0.300'] == dict(reached=0)
+    assert cond['ratio_vs_reference'] == pytest.approx(3 / 6)
+    assert cond['final_ap'] == pytest.approx(
+        dict(mean=0.34, min=0.33, max=0.35))
+    # DETR's mean AP did not rise over its last quarter (epochs 6 to 8)
+    assert summary['reference_last_gain'] == pytest.approx(0)
+    table = format_table(summary)
+    assert '| cond | 2 | 8 | 0.340 (0.330-0.350) |' in table
+    assert '6.0 (6.0-6.0) [1/2 seeds]' in table

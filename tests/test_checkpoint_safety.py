@@ -1,11 +1,14 @@
 import io
 import pickle
+import random
 
 import numpy as np
 import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub
 
+from mmdet_cdetr.engine.hooks.random_state_hook import (random_states,
+                                                        set_random_states)
 from mmdet_cdetr.utils.checkpoint_safety import history_buffer_method
 
 
@@ -58,3 +61,18 @@ def test_other_callables_are_still_refused():
 
     with pytest.raises(pickle.UnpicklingError, match='eval'):
         _roundtrip(Evil())
+
+
+def test_random_states_load_with_weights_only():
+    """What RandomStateHook adds to checkpoints needs no new allow-list
+    entry, and restores the generators exactly."""
+
+    def draws():
+        return random.random(), np.random.rand(), torch.rand(3)
+
+    saved = random_states()
+    expected = draws()
+    set_random_states(
+        _roundtrip(dict(random_states=[saved]))['random_states'][0])
+    again = draws()
+    assert again[:2] == expected[:2] and torch.equal(again[2], expected[2])

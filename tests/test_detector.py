@@ -144,3 +144,19 @@ def test_channels_last_backbone_changes_speed_not_results():
     for name, value in results[True].items():
         torch.testing.assert_close(
             value, results[False][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_channels_last_backbone_gradients_have_the_weights_layout():
+    """DDP buckets follow the parameters' strides; a gradient in another
+    layout is copied on every step (its "Grad strides do not match bucket
+    view strides" warning)."""
+    model = build_quick_model()
+    model.train()
+    inputs = torch.randn(2, 3, 64, 64)
+    losses = model.loss(inputs, _samples([(64, 64), (64, 64)], (64, 64)))
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    convs = [(name, p) for name, p in model.named_parameters() if p.dim() == 4]
+    assert len(convs) > 10
+    for name, param in convs:
+        assert param.is_contiguous(memory_format=torch.channels_last), name
+        assert param.grad.stride() == param.stride(), name

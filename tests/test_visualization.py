@@ -274,7 +274,7 @@ def test_browse_dataset_draws_the_augmented_images(trained, synthetic_root,
     result = run_tool([
         'tools/misc/browse_dataset.py', trained['config'], '--output-dir',
         str(out_dir), '--not-show', '--cfg-options',
-        'train_dataloader.dataset.pipeline.2.prob=1.0'
+        'train_dataloader.dataset.pipeline.3.prob=1.0'
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     annotations = json.loads(

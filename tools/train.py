@@ -5,7 +5,7 @@ import torch
 from mmengine.device import is_mlu_available, is_npu_available
 
 from mmdet_cdetr.utils import (add_runner_args, build_runner, load_config,
-                               report_user_errors)
+                               lock_work_dir, report_user_errors)
 
 
 def parse_args() -> argparse.Namespace:
@@ -50,10 +50,11 @@ def main(args: argparse.Namespace) -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    build_runner(cfg).train()
+    with lock_work_dir(cfg.work_dir, cfg.launcher):
+        build_runner(cfg).train()
 
 
 if __name__ == '__main__':
     cli_args = parse_args()
-    with report_user_errors(checkpoint=cli_args.resume):
+    with report_user_errors(cli_args.resume, cli_args.cfg_options or {}):
         main(cli_args)

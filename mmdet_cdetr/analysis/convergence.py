@@ -1,14 +1,18 @@
 """Convergence study: train detectors on one schedule, compare AP curves.
 
 The paper's Fig. 1(b) at a size a CPU can run: each config is trained with
-MMEngine's runner (its own work dir, validation every few epochs), the COCO
-box AP of every validation is read back from the run's ``scalars.json``,
-and the curves are compared by the number of epochs each model needs to
-reach a given AP, above all the reference model's (DETR's) final AP.
+MMEngine's runner once per seed (its own work dir, validation every few
+epochs), the COCO box AP of every validation is read back from the run's
+``scalars.json``, and the models are compared by the number of epochs they
+need to reach a given AP, above all the reference model's (DETR's) final AP.
+One seed per model cannot tell differences of a few hundredths of AP from
+the run-to-run spread, so every number is a mean over seeds with its range.
 """
 import os.path as osp
+import statistics
 from concurrent.futures import ProcessPoolExecutor
 from glob import glob
+from itertools import zip_longest
 from multiprocessing import get_context
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -23,6 +27,8 @@ AP50_KEY = 'coco/bbox_mAP_50'
 
 # epoch -> (AP, AP50)
 Curve = Dict[int, Tuple[float, float]]
+# seed -> curve
+SeedCurves = Dict[int, Curve]
 
 
 def train_config(config: str,
@@ -42,9 +48,10 @@ def train_config(config: str,
 
 def train_configs(configs: Sequence[str],
                   work_dirs: Sequence[str],
-                  cfg_options: Optional[dict] = None,
+                  cfg_options: Sequence[Optional[dict]] = (),
                   jobs: int = 1) -> None:
-    """Train several configs, ``jobs`` at a time, each in a fresh process.
+    """Train several configs, ``jobs`` at a time, each in a fresh process
+    (``cfg_options[i]`` overrides settings of ``configs[i]``).
 
     Fresh processes keep MMEngine's global state (visualizer, logger,
     message hub) of one run out of the next. Running several side by side
@@ -56,11 +63,17 @@ def train_configs(configs: Sequence[str],
             jobs, mp_context=get_context('spawn'),
             max_tasks_per_child=1) as pool:
         futures = [
-            pool.submit(train_config, config, work_dir, cfg_options, threads)
-            for config, work_dir in zip(configs, work_dirs)
+            pool.submit(train_config, config, work_dir, options, threads)
+            for config, work_dir, options in zip_longest(
+                configs, work_dirs, cfg_options)
         ]
         for future in futures:
             future.result()
+
+
+def run_work_dir(study_dir: str, model: str, seed: int) -> str:
+    """Work dir of one seed's run of a model."""
+    return osp.join(study_dir, model, f'seed{seed}')
 
 
 def read_ap_curve(work_dir: str) -> Curve:
@@ -89,84 +102,151 @@ def epochs_to_reach(curve: Curve, target: float) -> Optional[int]:
     return None
 
 
-def summarise(curves: Dict[str, Curve],
+def spread(values: Sequence[float]) -> Optional[dict]:
+    """Mean, min and max of ``values`` (None when empty)."""
+    if not values:
+        return None
+    return dict(
+        mean=statistics.fmean(values), min=min(values), max=max(values))
+
+
+def mean_curve(seed_curves: SeedCurves) -> Dict[int, dict]:
+    """AP spread over seeds at each epoch every seed validated."""
+    epochs = set.intersection(*(set(c) for c in seed_curves.values()))
+    return {
+        epoch: spread([curve[epoch][0] for curve in seed_curves.values()])
+        for epoch in sorted(epochs)
+    }
+
+
+def summarise(curves: Dict[str, SeedCurves],
               reference: str,
               targets: Iterable[float] = ()) -> dict:
-    """Final/best AP per model and epochs to reach each target AP.
+    """Final AP and epochs to reach each target AP per model, as the mean
+    and range over its seeds.
 
-    The first target is always the reference model's final AP: the paper's
-    claim is that Conditional DETR reaches DETR's final AP in a fraction of
-    DETR's epochs. ``ratio_vs_reference`` divides a model's epochs to that
-    AP by the reference model's own.
+    The first target is always the reference model's final AP (mean over
+    its seeds): the paper's claim is that Conditional DETR reaches DETR's
+    final AP in a fraction of DETR's epochs. ``ratio_vs_reference`` divides
+    a model's mean epochs to that AP by the reference model's own. An
+    epochs-to-AP spread covers the seeds that reached the AP (``reached``
+    counts them). ``reference_last_gain`` is how much the reference's mean
+    AP still rose over the last quarter of its epochs: near 0 when it has
+    plateaued.
     """
-    ref_final = list(curves[reference].values())[-1][0]
+    ref_final = statistics.fmean(
+        list(curve.values())[-1][0] for curve in curves[reference].values())
     all_targets = [ref_final] + [t for t in targets if t != ref_final]
-    ref_epochs = epochs_to_reach(curves[reference], ref_final)
     models = {}
-    for name, curve in curves.items():
-        aps = [ap for ap, _ in curve.values()]
-        reach = {f'{t:.3f}': epochs_to_reach(curve, t) for t in all_targets}
-        own = reach[f'{ref_final:.3f}']
+    for name, seed_curves in curves.items():
+        reach = {}
+        for target in all_targets:
+            epochs = [epochs_to_reach(c, target) for c in seed_curves.values()]
+            reached = [e for e in epochs if e is not None]
+            reach[f'{target:.3f}'] = dict(
+                spread(reached) or {}, reached=len(reached))
         models[name] = dict(
-            final_epoch=list(curve)[-1],
-            final_ap=aps[-1],
-            final_ap50=list(curve.values())[-1][1],
-            best_ap=max(aps),
-            epochs_to_ap=reach,
-            ratio_vs_reference=(None if own is None or not ref_epochs else
-                                own / ref_epochs))
+            seeds=list(seed_curves),
+            final_epoch=max(list(c)[-1] for c in seed_curves.values()),
+            final_ap=spread(
+                [list(c.values())[-1][0] for c in seed_curves.values()]),
+            final_ap50=spread(
+                [list(c.values())[-1][1] for c in seed_curves.values()]),
+            best_ap=spread([
+                max(ap for ap, _ in c.values()) for c in seed_curves.values()
+            ]),
+            epochs_to_ap=reach)
+    ref_epochs = models[reference]['epochs_to_ap'][f'{ref_final:.3f}']
+    for model in models.values():
+        own = model['epochs_to_ap'][f'{ref_final:.3f}']
+        model['ratio_vs_reference'] = (
+            own['mean'] / ref_epochs['mean']
+            if own.get('mean') and ref_epochs.get('mean') else None)
+    ref_curve = mean_curve(curves[reference])
+    epochs = list(ref_curve)
+    # the last validation at or before 3/4 of the schedule
+    three_quarters = max([e for e in epochs if e <= epochs[-1] * 3 / 4],
+                         default=epochs[0])
     return dict(
         reference=reference,
         reference_final_ap=ref_final,
+        reference_last_gain=ref_curve[epochs[-1]]['mean'] -
+        ref_curve[three_quarters]['mean'],
         targets=all_targets,
         models=models,
         curves={
             name: {
-                str(e): list(v)
-                for e, v in curve.items()
+                str(seed): {
+                    str(e): list(v)
+                    for e, v in curve.items()
+                }
+                for seed, curve in seed_curves.items()
             }
-            for name, curve in curves.items()
+            for name, seed_curves in curves.items()
         })
 
 
+def _cell(values: Optional[dict], fmt: str) -> str:
+    if not values or 'mean' not in values:
+        return 'not reached'
+    return (f'{values["mean"]:{fmt}} ({values["min"]:{fmt}}-'
+            f'{values["max"]:{fmt}})')
+
+
 def format_table(summary: dict) -> str:
-    """The summary as a markdown table."""
+    """The summary as a markdown table: mean (min-max) over seeds."""
     targets = [f'{t:.3f}' for t in summary['targets']]
-    header = ['model', 'final epoch', 'final AP', 'AP50', 'best AP'
-              ] + [f'epochs to AP {t}'
-                   for t in targets] + [f'ratio vs {summary["reference"]}']
+    reach_columns = [f'epochs to AP {t}' for t in targets]
+    header = ['model', 'seeds', 'final epoch', 'final AP', 'AP50'
+              ] + reach_columns + [f'ratio vs {summary["reference"]}']
     rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for name, m in summary['models'].items():
-        reach = [str(m['epochs_to_ap'][t] or 'not reached') for t in targets]
+        reach = []
+        for t in targets:
+            cell = _cell(m['epochs_to_ap'][t], '.1f')
+            reached = m['epochs_to_ap'][t]['reached']
+            if 0 < reached < len(m['seeds']):
+                cell += f' [{reached}/{len(m["seeds"])} seeds]'
+            reach.append(cell)
         ratio = m['ratio_vs_reference']
         rows.append('| ' + ' | '.join([
             name,
-            str(m['final_epoch']), f'{m["final_ap"]:.3f}',
-            f'{m["final_ap50"]:.3f}', f'{m["best_ap"]:.3f}'
+            str(len(m['seeds'])),
+            str(m['final_epoch']),
+            _cell(m['final_ap'], '.3f'),
+            _cell(m['final_ap50'], '.3f')
         ] + reach + ['-' if ratio is None else f'{ratio:.2f}']) + ' |')
     return '\n'.join(rows)
 
 
-def plot_curves(curves: Dict[str, Curve],
+def plot_curves(curves: Dict[str, SeedCurves],
                 out_file: str,
                 reference_ap: Optional[float] = None) -> None:
-    """AP-vs-epoch plot of all curves (a small PNG for the README)."""
+    """AP against epochs: the mean over seeds with a min-max band."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=100)
-    for name, curve in curves.items():
-        ax.plot(
-            list(curve), [ap for ap, _ in curve.values()],
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
+    for name, seed_curves in curves.items():
+        curve = mean_curve(seed_curves)
+        epochs = list(curve)
+        line, = ax.plot(
+            epochs, [v['mean'] for v in curve.values()],
             marker='o',
-            markersize=3,
-            label=name)
+            markersize=2.5,
+            label=f'{name} ({len(seed_curves)} seeds)')
+        ax.fill_between(
+            epochs, [v['min'] for v in curve.values()],
+            [v['max'] for v in curve.values()],
+            color=line.get_color(),
+            alpha=0.2,
+            linewidth=0)
     if reference_ap is not None:
         ax.axhline(reference_ap, color='grey', linestyle=':', linewidth=1)
     ax.set_xlabel('epoch')
-    ax.set_ylabel('box AP (val)')
+    ax.set_ylabel('box AP (val), mean and min-max')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_file)
     plt.close(fig)

@@ -10,13 +10,15 @@ counters), ``input_proj``, ``query_embed``, encoder layers with
 ``transformer.decoder.{norm,query_scale,ref_point_head}``, ``class_embed``
 with 91 logits indexed by COCO category id and the 3-layer ``bbox_embed``.
 DC5 changes no parameter, so a DC5 checkpoint converts like the plain one
-(evaluate it with the DC5 config).
+(evaluate it with the DC5 config). Checkpoints of the ``GroupDETR`` branch
+(``--group_detr K``) differ only in ``query_embed``: K groups of 300 rows.
 """
 import argparse
 import re
 from typing import Dict, List
 
 import torch
+from mmengine.config import Config
 from torch import Tensor
 
 from .coco_labels import COCO_CATEGORY_IDS, select_classifier_rows
@@ -98,10 +100,38 @@ def official_depth(state_dict: Dict[str, Tensor]) -> int:
     return resnet_depth(blocks)
 
 
-def convert_official(state_dict: Dict[str, Tensor]) -> Conversion:
-    """Our names for an official ``model`` state dict; the 91 class logits
-    become mmdet's 80 labels by COCO category id."""
+def convert_official(state_dict: Dict[str, Tensor], config: str) -> Conversion:
+    """Our names for an official ``model`` state dict, for the model of
+    ``config``; the 91 class logits become mmdet's 80 labels by COCO
+    category id, and the query groups of a GroupDETR checkpoint are fitted
+    to the config (:func:`fit_query_groups`)."""
     conversion = rename(state_dict, RULES)
     conversion.notes.append(
         select_classifier_rows(conversion.state_dict, list(COCO_CATEGORY_IDS)))
+    fit_query_groups(conversion, config)
     return conversion
+
+
+def fit_query_groups(conversion: Conversion, config: str) -> None:
+    """Keep the query groups (``num_queries`` rows each) of the converted
+    ``query_embedding`` that the model of ``config`` holds: all of them for
+    a group config of the same K (to continue training), group 0 for a
+    plain config (the model used at inference). Any other row count is
+    left for the shape check to report."""
+    key = 'query_embedding.weight'
+    weight = conversion.state_dict.get(key)
+    model = Config.fromfile(config).model
+    num_queries = model.num_queries
+    rows = num_queries * model.get('num_query_groups', 1)
+    if weight is None or len(weight) % num_queries:
+        return
+    groups = len(weight) // num_queries
+    if groups > 1 and len(weight) == rows:
+        conversion.notes.append(
+            f'query embedding: all {groups} query groups kept')
+    elif groups > 1 and rows == num_queries:
+        conversion.state_dict[key] = weight[:num_queries]
+        conversion.notes.append(
+            f'query embedding: kept group 0 of the checkpoint\'s {groups} '
+            f'query groups ({num_queries} of {len(weight)} rows), as the '
+            'config is not a group config (num_query_groups=1)')

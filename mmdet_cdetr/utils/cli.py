@@ -3,9 +3,10 @@ import argparse
 import os
 import os.path as osp
 import pickle
+import re
 import sys
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -13,9 +14,13 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from .checkpoint_file import check_checkpoint_file, checkpoint_to_load
+from .work_dir_lock import WorkDirError, ensure_writable
+
 # Exceptions that mean "the input is wrong" rather than "the code is wrong":
 # the tools report them in one line instead of a traceback.
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, pickle.UnpicklingError)
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError, pickle.UnpicklingError,
+               WorkDirError)
 
 
 def _summary(err: BaseException) -> str:
@@ -33,17 +38,62 @@ def _summary(err: BaseException) -> str:
     return last if len(lines) == 1 else last.split(': ', 1)[-1]
 
 
+def _syntax_error(err: SyntaxError) -> str:
+    """Where the config's syntax error is. MMEngine re-raises it as
+    "... config file PATH: MESSAGE (<unknown>, line N)"."""
+    if err.filename and err.filename != '<unknown>':
+        return (f'syntax error in config {err.filename}, line {err.lineno}: '
+                f'{err.msg}')
+    found = re.search(r'config file (.+?): (.+) \(<unknown>, line (\d+)\)',
+                      str(err))
+    if found is None:
+        return f'syntax error: {err}'
+    path, message, line = found.groups()
+    return f'syntax error in config {path}, line {line}: {message}'
+
+
+def _option_error(err: TypeError, cfg_options: Iterable) -> str:
+    """The ``--cfg-options`` key behind an "unexpected keyword argument"
+    error, or '' when the argument did not come from one."""
+    found = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+    for key in cfg_options:
+        if found and key.split('.')[-1] == found.group(1):
+            return (f'--cfg-options {key}: not an argument of that '
+                    f'component: {_summary(err)}')
+    return ''
+
+
 @contextmanager
-def report_user_errors(checkpoint: Optional[str] = None) -> Iterator[None]:
-    """Turn a :data:`USER_ERRORS` exception into ``error: ...`` on stderr and
-    exit status 1. Set ``MMDET_CDETR_TRACEBACK=1`` to see the traceback.
+def report_user_errors(
+    checkpoint: Optional[str] = None,
+    cfg_options: Iterable = ()
+) -> Iterator[None]:
+    """Turn a :data:`USER_ERRORS` exception (or a config's syntax error, a
+    misspelt ``--cfg-options`` key, Ctrl-C) into ``error: ...`` on stderr
+    and exit status 1 (130 for Ctrl-C). Set ``MMDET_CDETR_TRACEBACK=1`` to
+    see the traceback.
 
     Args:
         checkpoint: The checkpoint the command loads, named when torch
             refuses to unpickle it.
+        cfg_options: The keys given to ``--cfg-options``.
     """
     try:
         yield
+    except KeyboardInterrupt:
+        print('error: interrupted', file=sys.stderr)
+        sys.exit(130)
+    except SyntaxError as err:
+        if os.environ.get('MMDET_CDETR_TRACEBACK'):
+            raise
+        print(f'error: {_syntax_error(err)}', file=sys.stderr)
+        sys.exit(1)
+    except TypeError as err:
+        message = _option_error(err, cfg_options)
+        if not message or os.environ.get('MMDET_CDETR_TRACEBACK'):
+            raise
+        print(f'error: {message}', file=sys.stderr)
+        sys.exit(1)
     except USER_ERRORS as err:
         if os.environ.get('MMDET_CDETR_TRACEBACK'):
             raise
@@ -95,11 +145,27 @@ def add_runner_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+def _config_being_read(err: SyntaxError, default: str) -> str:
+    """The file (the config or one of its bases) mmengine was reading when
+    it parsed text without a file name and raised ``err``."""
+    filename, frame = default, err.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name == '_file2dict':
+            filename = frame.tb_frame.f_locals.get('filename', filename)
+        frame = frame.tb_next
+    return osp.normpath(filename)
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """The config of ``args.config`` with the shared flags applied."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = Config.fromfile(args.config)
+    except SyntaxError as err:
+        if err.filename in (None, '<unknown>') and err.lineno:
+            err.filename = _config_being_read(err, args.config)
+        raise
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -112,7 +178,12 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """MMEngine's runner for ``cfg`` (also on CPU-only distributed runs)."""
+    """MMEngine's runner for ``cfg`` (also on CPU-only distributed runs),
+    after checking its work dir and the checkpoint it will load."""
+    ensure_writable(cfg.work_dir)
+    checkpoint = checkpoint_to_load(cfg)
+    if checkpoint and '://' not in checkpoint:
+        check_checkpoint_file(checkpoint)
     prepare_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)

@@ -1,3 +1,4 @@
+import logging
 from typing import List, Tuple
 
 import torch
@@ -5,6 +6,7 @@ from mmdet.models.dense_heads import DETRHead
 from mmdet.models.layers.transformer import inverse_sigmoid
 from mmdet.structures import SampleList
 from mmdet.utils import InstanceList
+from mmengine.logging import print_log
 from mmengine.model import bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
@@ -25,9 +27,14 @@ class ConditionalDETRHead(DETRHead):
     reference points.
 
     Unlike mmdet's DETR heads it also predicts when
-    ``num_queries * num_classes < max_per_img`` and refuses a checkpoint
-    whose classifier was made for a different number of classes.
+    ``num_queries * num_classes < max_per_img``, and refuses a checkpoint
+    whose classifier was made for a different number of classes unless
+    ``reset_mismatched_classifier`` is set (fine-tuning: set by
+    :class:`FineTuneHook` while a training run loads ``load_from``); then
+    that classifier is skipped and ours re-initialised.
     """
+
+    reset_mismatched_classifier = False
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -112,15 +119,37 @@ class ConditionalDETRHead(DETRHead):
         key = prefix + 'fc_cls.weight'
         if key in state_dict and (state_dict[key].shape
                                   != self.fc_cls.weight.shape):
-            raise ValueError(
-                f'Checkpoint key {key!r} has shape '
-                f'{tuple(state_dict[key].shape)}, but the model built from '
-                f'the config has {tuple(self.fc_cls.weight.shape)}: the '
-                f'checkpoint has {state_dict[key].shape[0]} class logits '
-                f'and the config num_classes={self.num_classes}. Set '
-                'model.bbox_head.num_classes to match, or convert the '
-                'checkpoint (tools/model_converters/).')
+            if not self.reset_mismatched_classifier:
+                raise ValueError(
+                    f'Checkpoint key {key!r} has shape '
+                    f'{tuple(state_dict[key].shape)}, but the model built '
+                    f'from the config has {tuple(self.fc_cls.weight.shape)}:'
+                    f' the checkpoint has {state_dict[key].shape[0]} class '
+                    f'logits and the config num_classes={self.num_classes}.'
+                    ' Set model.bbox_head.num_classes to match, or convert '
+                    'the checkpoint (tools/model_converters/).')
+            self._skip_classifier(state_dict, prefix + 'fc_cls.')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _skip_classifier(self, state_dict: dict, fc_prefix: str) -> None:
+        """Leave the checkpoint's classifier out and start ours afresh (the
+        focal prior bias), as fine-tuning onto another class set needs."""
+        skipped = [
+            f'{name} {tuple(state_dict.pop(name).shape)} -> '
+            f'{tuple(param.shape)}'
+            for name, param in ((fc_prefix + 'weight', self.fc_cls.weight),
+                                (fc_prefix + 'bias', self.fc_cls.bias))
+            if name in state_dict
+        ]
+        self.fc_cls.reset_parameters()
+        if self.loss_cls.use_sigmoid:
+            nn.init.constant_(self.fc_cls.bias, bias_init_with_prob(0.01))
+        print_log(
+            'Fine-tuning onto another class set: the checkpoint\'s '
+            f'classifier is not loaded and starts afresh ({"; ".join(skipped)}'
+            f'; num_classes={self.num_classes})',
+            logger='current',
+            level=logging.WARNING)
 
 
 def _split_samples(

@@ -29,6 +29,12 @@ class ConditionalAttention(BaseModule):
       decoder layer adds ``Wqp o_q`` to ``c_q`` and ``p_k`` to ``c_k``
       (``is_first``), later layers have no ``qpos_proj`` at all.
 
+    Group DETR: self-attention over ``num_groups`` groups of queries
+    (``forward``'s argument, set by the detector in training) lets each group
+    attend only to itself. The projections run on all queries at once
+    (``o_q``'s once per batch); the groups are then folded into the batch
+    dimension, so attention costs ``K * N^2``, not ``(K * N)^2``.
+
     Parameter names follow mmdet's ``ConditionalAttention`` so checkpoints of
     either load into the other.
 
@@ -95,7 +101,8 @@ class ConditionalAttention(BaseModule):
                 ref_sine_embed: Optional[Tensor] = None,
                 attn_mask: Optional[Tensor] = None,
                 key_padding_mask: Optional[Tensor] = None,
-                is_first: bool = False) -> Tensor:
+                is_first: bool = False,
+                num_groups: int = 1) -> Tensor:
         """Attend and add the residual.
 
         Args:
@@ -106,9 +113,13 @@ class ConditionalAttention(BaseModule):
             key_pos: Memory positional encoding (cross only), like ``key``.
             ref_sine_embed: ``lambda_q * p_s`` (cross only), like ``query``.
             attn_mask: Bool, True where a query may not attend,
-                (num_queries, num_keys) or (bs, num_queries, num_keys).
+                (num_queries, num_keys) or (bs, num_queries, num_keys); in
+                self-attention over groups, within a group:
+                (num_queries // num_groups,) * 2.
             key_padding_mask: Bool, True at padded keys, (bs, num_keys).
             is_first: Whether this is the first decoder layer.
+            num_groups: Self-attention only: the queries are this many
+                equal groups, in order, that do not attend to each other.
 
         Returns:
             Tensor: ``query`` plus the attention output, same shape.
@@ -117,20 +128,24 @@ class ConditionalAttention(BaseModule):
             q, k, v = self._cross_qkv(query, key, query_pos, key_pos,
                                       ref_sine_embed, is_first)
         else:
-            q, k, v = self._self_qkv(query, query_pos)
+            q, k, v = self._self_qkv(query, query_pos, num_groups)
         out = self._attend(q, k, v, blocked_mask(attn_mask, key_padding_mask))
-        return query + self.proj_drop(self.out_proj(out))
+        return query + self.proj_drop(self.out_proj(out.reshape_as(query)))
 
     def _split_heads(self, x: Tensor) -> Tensor:
         return split_heads(x, self.num_heads)
 
-    def _self_qkv(self, query: Tensor, query_pos: Tensor):
+    def _self_qkv(self, query: Tensor, query_pos: Tensor, num_groups: int):
+        """Heads of q, k, v with the query groups folded into the batch:
+        (bs * num_groups, heads, num_queries // num_groups, head_dims)."""
         q = self.qcontent_proj(query) + project_batch_shared(
             self.qpos_proj, query_pos)
         k = self.kcontent_proj(query) + project_batch_shared(
             self.kpos_proj, query_pos)
         v = self.v_proj(query)
-        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
+        return tuple(
+            self._split_heads(x.unflatten(1, (num_groups, -1)).flatten(0, 1))
+            for x in (q, k, v))
 
     def _cross_qkv(self, query: Tensor, memory: Tensor, query_pos: Tensor,
                    key_pos: Tensor, ref_sine_embed: Tensor, is_first: bool):

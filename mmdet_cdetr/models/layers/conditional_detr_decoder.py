@@ -54,6 +54,7 @@ class ConditionalDetrTransformerDecoder(DetrTransformerDecoder):
                 query_pos: Tensor,
                 key_pos: Tensor,
                 key_padding_mask: Optional[Tensor] = None,
+                num_query_groups: int = 1,
                 **kwargs) -> Tuple[Tensor, Tensor]:
         """Decode.
 
@@ -63,6 +64,8 @@ class ConditionalDetrTransformerDecoder(DetrTransformerDecoder):
             query_pos: Query positional embeddings ``o_q``, like ``query``.
             key_pos: Memory positional encoding, like ``key``.
             key_padding_mask: True at padded memory positions, (bs, num_keys).
+            num_query_groups: The queries are this many groups (Group DETR,
+                in training) that do not see each other in self-attention.
 
         Returns:
             tuple: hidden states (num_layers, bs, num_queries, dim), or
@@ -86,7 +89,8 @@ class ConditionalDetrTransformerDecoder(DetrTransformerDecoder):
                 key_pos,
                 ref_sine_embed,
                 key_padding_mask=key_padding_mask,
-                is_first=is_first)
+                is_first=is_first,
+                num_query_groups=num_query_groups)
             if self.return_intermediate:
                 intermediate.append(self.post_norm(query))
         if self.return_intermediate:

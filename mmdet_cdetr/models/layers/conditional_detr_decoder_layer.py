@@ -41,7 +41,8 @@ class ConditionalDetrTransformerDecoderLayer(DetrTransformerDecoderLayer):
                 ref_sine_embed: Tensor,
                 key_padding_mask: Optional[Tensor] = None,
                 self_attn_mask: Optional[Tensor] = None,
-                is_first: bool = False) -> Tensor:
+                is_first: bool = False,
+                num_query_groups: int = 1) -> Tensor:
         """Update the decoder embeddings (bs, num_queries, embed_dims).
 
         Args:
@@ -53,9 +54,16 @@ class ConditionalDetrTransformerDecoderLayer(DetrTransformerDecoderLayer):
             key_padding_mask: True at padded memory positions, (bs, num_keys).
             self_attn_mask: Optional bool mask between queries.
             is_first: Whether this is the first decoder layer.
+            num_query_groups: Groups of queries (Group DETR) that do not
+                attend to each other in self-attention.
         """
         query = self.norms[0](
-            self.self_attn(query, query, query_pos, attn_mask=self_attn_mask))
+            self.self_attn(
+                query,
+                query,
+                query_pos,
+                attn_mask=self_attn_mask,
+                num_groups=num_query_groups))
         query = self.norms[1](
             self.cross_attn(
                 query,

@@ -1,0 +1,3 @@
+from .group_hungarian_assigner import GroupHungarianAssigner
+
+__all__ = ['GroupHungarianAssigner']
