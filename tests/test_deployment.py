@@ -264,3 +264,31 @@ def test_int8_quantisation_keeps_the_interface(exported, synthetic_root,
     # close to float32, not equal to it
     score_diff = np.abs(np.sort(dets[0, :, 4]) - np.sort(ref_dets[0, :, 4]))
     assert 0 < score_diff.max() < 0.1
+
+
+def test_group_trained_model_exports_the_plain_graph(exported, tmp_path):
+    """Group DETR's extra query groups serve training only: the export of a
+    K=3 model is the graph of the plain model, with the same detections as
+    its PyTorch predict."""
+    import onnx
+    cfg = quick_cfg()
+    cfg.model.num_query_groups = 3
+    cfg.model.train_cfg.assigner.type = 'GroupHungarianAssigner'
+    model = MODELS.build(cfg.model).eval()
+    randomize_(model, seed=3)
+    path = str(tmp_path / 'group.onnx')
+    export_onnx(model, path, EXPORT_SHAPE)
+    inputs, sample = random_image(model, OTHER_SHAPE)
+    with torch.no_grad():
+        pred = model.predict(inputs, [sample], rescale=False)[0].pred_instances
+    diffs = compare_detections((pred.bboxes, pred.scores, pred.labels),
+                               OrtRunner(path)(inputs))
+    assert diffs['labels'] == 0 and diffs['scores'] <= 1e-4
+    assert diffs['boxes_px'] <= 0.05
+
+    def ops_and_weight_shapes(file):
+        graph = onnx.load(file).graph
+        return (sorted(node.op_type for node in graph.node),
+                sorted(tuple(init.dims) for init in graph.initializer))
+
+    assert ops_and_weight_shapes(path) == ops_and_weight_shapes(exported[1])
