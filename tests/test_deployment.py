@@ -15,6 +15,7 @@ from conftest import (QUICK_CONFIG, build_quick_model, quick_cfg, randomize_,
 
 from mmdet_cdetr.deployment import (OrtRunner, compare_detections, export_onnx,
                                     random_image)
+from mmdet_cdetr.registry import MODELS
 
 pytest.importorskip('onnxruntime')
 
