@@ -15,6 +15,7 @@ from conftest import (QUICK_CONFIG, build_quick_model, quick_cfg, randomize_,
 
 from mmdet_cdetr.deployment import (OrtRunner, compare_detections, export_onnx,
                                     random_image)
+from mmdet_cdetr.registry import MODELS
 
 pytest.importorskip('onnxruntime')
 
@@ -168,24 +169,28 @@ def test_tools_export_evaluate_and_match_pytorch(trained):
                   ref['scores'].numpy()).max() <= 1e-4
 
 
-def test_test_onnx_refuses_another_class_count(trained, exported):
-    _, path = exported
-    result = run_tool([
-        'tools/deployment/test_onnx.py', trained['config'], path,
-        '--cfg-options', 'model.bbox_head.num_classes=5'
-    ])
-    assert result.returncode == 1
-    assert result.stderr.startswith(f'error: {path} was exported for 3 '
-                                    'classes, but the config has '
-                                    'model.bbox_head.num_classes=5')
+def test_onnxruntime_detector_refuses_another_class_count(exported):
+    from mmdet_cdetr.deployment import (ONNXRuntimeDetector,
+                                        onnxruntime_detector_cfg)
+    cfg = quick_cfg()
+    cfg.model.bbox_head.num_classes = 5
+    kwargs = dict(onnxruntime_detector_cfg(cfg.model, exported[1]))
+    kwargs.pop('type')
+    with pytest.raises(ValueError) as err:
+        ONNXRuntimeDetector(**kwargs)
+    assert str(err.value).startswith(
+        f'{exported[1]} was exported for 3 classes, but the config has '
+        'model.bbox_head.num_classes=5')
 
 
-def test_test_onnx_reports_a_file_that_is_not_a_model(trained, tmp_path):
+def test_test_onnx_reports_a_file_that_is_not_a_model(tmp_path):
     path = tmp_path / 'model.onnx'
     path.write_text('not a model')
-    result = run_tool(
-        ['tools/deployment/test_onnx.py', trained['config'],
-         str(path)])
+    result = run_tool([
+        'tools/deployment/test_onnx.py', QUICK_CONFIG,
+        str(path), '--work-dir',
+        str(tmp_path)
+    ])
     assert result.returncode == 1
     assert result.stderr.startswith(f'error: {path} is not a valid ONNX '
                                     'model')
@@ -260,3 +265,31 @@ def test_int8_quantisation_keeps_the_interface(exported, synthetic_root,
     # close to float32, not equal to it
     score_diff = np.abs(np.sort(dets[0, :, 4]) - np.sort(ref_dets[0, :, 4]))
     assert 0 < score_diff.max() < 0.1
+
+
+def test_group_trained_model_exports_the_plain_graph(exported, tmp_path):
+    """Group DETR's extra query groups serve training only: the export of a
+    K=3 model is the graph of the plain model, with the same detections as
+    its PyTorch predict."""
+    import onnx
+    cfg = quick_cfg()
+    cfg.model.num_query_groups = 3
+    cfg.model.train_cfg.assigner.type = 'GroupHungarianAssigner'
+    model = MODELS.build(cfg.model).eval()
+    randomize_(model, seed=3)
+    path = str(tmp_path / 'group.onnx')
+    export_onnx(model, path, EXPORT_SHAPE)
+    inputs, sample = random_image(model, OTHER_SHAPE)
+    with torch.no_grad():
+        pred = model.predict(inputs, [sample], rescale=False)[0].pred_instances
+    diffs = compare_detections((pred.bboxes, pred.scores, pred.labels),
+                               OrtRunner(path)(inputs))
+    assert diffs['labels'] == 0 and diffs['scores'] <= 1e-4
+    assert diffs['boxes_px'] <= 0.05
+
+    def ops_and_weight_shapes(file):
+        graph = onnx.load(file).graph
+        return (sorted(node.op_type for node in graph.node),
+                sorted(tuple(init.dims) for init in graph.initializer))
+
+    assert ops_and_weight_shapes(path) == ops_and_weight_shapes(exported[1])

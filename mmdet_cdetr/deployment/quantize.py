@@ -28,9 +28,9 @@ def quantize_int8(onnx_file: str, out_file: str,
         out_file: Where to write the quantised model.
         calibration_inputs: (1, 3, H, W) float32 preprocessed images.
     """
+    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat,
                                           QuantType, quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
 
@@ -42,11 +42,8 @@ def quantize_int8(onnx_file: str, out_file: str,
             return None if inputs is None else {INPUT_NAME: inputs}
 
     with tempfile.TemporaryDirectory() as tmp:
-        # ONNX Runtime's basic optimisations first (constants folded,
-        # identities removed): the quantiser needs conv weights as
-        # initializers.
         prepared = osp.join(tmp, 'prepared.onnx')
-        quant_pre_process(onnx_file, prepared, skip_symbolic_shape=True)
+        onnx.save(_inline_shared_weights(onnx.load(onnx_file)), prepared)
         quantize_static(
             prepared,
             out_file,
@@ -56,6 +53,26 @@ def quantize_int8(onnx_file: str, out_file: str,
             per_channel=True,
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8)
+
+
+def _inline_shared_weights(model):
+    """The exporter stores equal weights once and feeds the other users
+    through ``Identity`` nodes; the quantiser needs every conv weight as an
+    initializer of its own, so each such ``Identity`` becomes a copy."""
+    from onnx import TensorProto
+    initializers = {init.name: init for init in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type == 'Identity' and node.input[0] in initializers:
+            copy = TensorProto()
+            copy.CopyFrom(initializers[node.input[0]])
+            copy.name = node.output[0]
+            model.graph.initializer.append(copy)
+        else:
+            nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
 
 
 def calibration_images(cfg: Config, num_images: int) -> Iterator[np.ndarray]:

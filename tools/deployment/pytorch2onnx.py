@@ -55,5 +55,5 @@ def main(args: argparse.Namespace) -> None:
 
 if __name__ == '__main__':
     cli_args = parse_args()
-    with report_user_errors(checkpoint=cli_args.checkpoint):
+    with report_user_errors(cli_args.checkpoint, cli_args.cfg_options or {}):
         main(cli_args)

@@ -37,5 +37,6 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == '__main__':
-    with report_user_errors():
-        main(parse_args())
+    cli_args = parse_args()
+    with report_user_errors(cfg_options=cli_args.cfg_options or {}):
+        main(cli_args)
