@@ -234,7 +234,8 @@ def plot_curves(curves: Dict[str, SeedCurves],
             epochs, [v['mean'] for v in curve.values()],
             marker='o',
             markersize=2.5,
-            label=f'{name} ({len(seed_curves)} seeds)')
+            label=f'{name} ({len(seed_curves)} seed'
+            f'{"s" if len(seed_curves) > 1 else ""})')
         ax.fill_between(
             epochs, [v['min'] for v in curve.values()],
             [v['max'] for v in curve.values()],

@@ -114,11 +114,9 @@ class ConditionalDETR(DETR):
         the decoder sees the stride-0 batch dimension and projects ``o_q``
         once per batch instead of once per image.
         """
-        batch_size = memory.size(0)
         num_groups = self.active_query_groups
-        query_pos = self.query_embedding.weight[:num_groups *
-                                                self.num_queries].expand(
-                                                    batch_size, -1, -1)
+        rows = self.query_embedding.weight[:num_groups * self.num_queries]
+        query_pos = rows.expand(memory.size(0), -1, -1)
         query = memory.new_zeros(query_pos.shape)
         return dict(
             query_pos=query_pos,
