@@ -35,11 +35,15 @@ def compare_detections(
     Two candidates whose scores differ by less than :data:`SCORE_TOL` may
     come out in either order, so a rank whose label differs counts as equal
     when a tied rank of the reference has that label; its box is compared
-    with the closest such box.
+    with the closest such box. Ranks tied with the reference's last kept
+    score may hold candidates the reference ranked just outside its top K
+    (an untrained model ties thousands of (query, class) pairs at the
+    prior): they are counted in ``boundary_ties``, not compared.
 
     Returns:
-        dict: ``scores``, ``boxes_px`` (largest absolute differences) and
-        ``labels`` (ranks whose label matches no tied reference rank).
+        dict: ``scores``, ``boxes_px`` (largest absolute differences),
+        ``labels`` (ranks whose label matches no tied reference rank) and
+        ``boundary_ties``.
     """
     ref_boxes, ref_scores, ref_labels = (
         t.detach().cpu().double() for t in reference)
@@ -53,11 +57,13 @@ def compare_detections(
     candidates = tied & (labels[:, None] == ref_labels[None])
     box_diffs = (boxes[:, None] - ref_boxes[None]).abs().amax(-1)
     box_diffs = box_diffs.masked_fill(~candidates, float('inf')).amin(1)
-    matched = candidates.any(1)
+    boundary = scores <= ref_scores.min() + SCORE_TOL
+    matched = candidates.any(1) & ~boundary
     return dict(
         scores=(scores - ref_scores).abs().max().item(),
         boxes_px=box_diffs[matched].max().item() if matched.any() else 0.,
-        labels=int((~matched).sum()))
+        labels=int((~candidates.any(1) & ~boundary).sum()),
+        boundary_ties=int(boundary.sum()))
 
 
 def verify_export(detector: nn.Module,
