@@ -15,22 +15,27 @@ REQUIRED_KEYS = ('images', 'annotations', 'categories')
 _EXAMPLES_PER_REASON = 3
 
 
+class AnnotationError(ValueError):
+    """The annotation file is readable but unusable; the message names it."""
+
+
 def check_structure(dataset: dict, ann_file: str) -> None:
     """The top-level lists a COCO detection file must have."""
     if not isinstance(dataset, dict):
-        raise ValueError(f'COCO annotation file {ann_file} holds a '
-                         f'{type(dataset).__name__}, not a JSON object')
+        raise AnnotationError(f'COCO annotation file {ann_file} holds a '
+                              f'{type(dataset).__name__}, not a JSON object')
     missing = [key for key in REQUIRED_KEYS if key not in dataset]
     if missing:
-        raise ValueError(
+        raise AnnotationError(
             f'COCO annotation file {ann_file} has no '
             f'{", ".join(repr(key) for key in missing)} (a COCO detection '
             f'file needs {", ".join(REQUIRED_KEYS)}; it has '
             f'{", ".join(map(repr, dataset)) or "no keys"})')
     for key in REQUIRED_KEYS:
         if not isinstance(dataset[key], list):
-            raise ValueError(f'COCO annotation file {ann_file}: {key!r} must '
-                             f'be a list, not {type(dataset[key]).__name__}')
+            raise AnnotationError(
+                f'COCO annotation file {ann_file}: {key!r} must '
+                f'be a list, not {type(dataset[key]).__name__}')
 
 
 def check_class_names(classes: Sequence[str], categories: List[dict],
@@ -40,7 +45,7 @@ def check_class_names(classes: Sequence[str], categories: List[dict],
     names = [cat.get('name') for cat in categories]
     absent = [name for name in classes if name not in names]
     if absent:
-        raise ValueError(
+        raise AnnotationError(
             f'metainfo.classes {", ".join(map(repr, absent))} not found '
             f'among the categories of {ann_file}, which are: '
             f'{", ".join(map(repr, names)) or "none"}')
@@ -73,7 +78,7 @@ class AnnotationReport:
             bbox = ann.get('bbox')
             if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
                     or not all(_is_finite(v) for v in bbox)):
-                raise ValueError(
+                raise AnnotationError(
                     f'annotation id {ann.get("id")} of image '
                     f'{img_info.get("file_name")} has bbox {bbox}: need 4 '
                     f'finite numbers (x, y, w, h) (in {self.ann_file})')

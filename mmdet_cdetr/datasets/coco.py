@@ -1,6 +1,6 @@
 import logging
 import os.path as osp
-from typing import Any, List, Optional
+from typing import Any, List
 
 import cv2
 import numpy as np
@@ -9,8 +9,8 @@ from mmdet.datasets.api_wrappers import COCO
 from mmengine.logging import print_log
 
 from mmdet_cdetr.registry import DATASETS
-from .annotation_checks import (AnnotationReport, check_class_names,
-                                check_structure)
+from .annotation_checks import (AnnotationError, AnnotationReport,
+                                check_class_names, check_structure)
 
 
 @DATASETS.register_module()
@@ -37,16 +37,11 @@ class CocoDataset(MMDetCocoDataset):
         if not osp.isfile(self.ann_file):
             raise FileNotFoundError(
                 f'COCO annotation file not found: {self.ann_file}')
-        self._report: Optional[AnnotationReport] = None
         try:
             data_list = super().load_data_list()
-        except (KeyError, TypeError, AssertionError) as err:
-            raise ValueError(
-                f'Cannot read COCO annotation file {self.ann_file}: '
-                f'{type(err).__name__}: {err}') from err
-        except ValueError as err:
-            if self.ann_file in str(err):
-                raise
+        except AnnotationError:
+            raise
+        except (KeyError, TypeError, AssertionError, ValueError) as err:
             raise ValueError(
                 f'Cannot read COCO annotation file {self.ann_file}: '
                 f'{type(err).__name__}: {err}') from err
