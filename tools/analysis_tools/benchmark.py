@@ -7,10 +7,9 @@ model. For training speed and memory of several detectors see
 ``compare_detectors.py``."""
 import argparse
 import itertools
-import json
-import os
 import os.path as osp
 
+import mmengine
 import torch
 from mmengine.runner import load_checkpoint
 
@@ -99,15 +98,12 @@ def main(args: argparse.Namespace) -> None:
         candidates[name] = (lambda run=runner: run(image))
     times = time_interleaved(candidates, args.max_iter, args.num_warmup,
                              device, print)
-    os.makedirs(osp.dirname(args.out) or '.', exist_ok=True)
-    with open(args.out, 'w', encoding='utf-8') as f:
-        json.dump(
-            dict(
-                setting=dict(
-                    vars(args), torch_threads=torch.get_num_threads()),
-                seconds=times),
-            f,
-            indent=2)
+    mmengine.dump(
+        dict(
+            setting=dict(vars(args), torch_threads=torch.get_num_threads()),
+            seconds=times),
+        args.out,
+        indent=2)
     print(format_latency_table(times))
     print(f'\nmeasurements: {args.out}')
 

@@ -3,10 +3,8 @@ forward+backward, inference latency, peak memory, parameters and FLOPs
 (the inference speed of one config, and of its ONNX export, is
 ``benchmark.py``'s)."""
 import argparse
-import json
-import os
-import os.path as osp
 
+import mmengine
 import torch
 
 from mmdet_cdetr.analysis.benchmark import (DetectorBench, build_detector,
@@ -100,9 +98,7 @@ def main(args: argparse.Namespace) -> None:
     results = run_benchmark(benches, args.repeats, args.warmup, log=print)
     setting = dict(
         vars(args), torch_threads=torch.get_num_threads(), models=models)
-    os.makedirs(osp.dirname(args.out) or '.', exist_ok=True)
-    with open(args.out, 'w', encoding='utf-8') as f:
-        json.dump(dict(setting=setting, results=results), f, indent=2)
+    mmengine.dump(dict(setting=setting, results=results), args.out, indent=2)
     print(format_table(results, args.baseline))
     print(f'\nmeasurements: {args.out}')
 
