@@ -48,9 +48,9 @@ class End2EndDetector(nn.Module):
             head_inputs['hidden_states'][-1:], head_inputs['references'])
         # Width and height as a tensor, so they stay dynamic when traced.
         image_wh = shape_as_tensor(inputs)[2:].flip(0)
-        bboxes, scores, labels = top_k_detections(cls_scores[-1,
-                                                             0], bbox_preds[-1,
-                                                                            0],
+        # The last decoder layer's predictions for the one image.
+        cls_score, bbox_pred = cls_scores[-1, 0], bbox_preds[-1, 0]
+        bboxes, scores, labels = top_k_detections(cls_score, bbox_pred,
                                                   image_wh, self.max_per_img,
                                                   self.use_sigmoid)
         dets = torch.cat([bboxes, scores[:, None]], dim=-1)
