@@ -88,6 +88,22 @@ def test_exported_file_records_classes_and_io(exported):
     assert [out.name for out in model.graph.output] == ['dets', 'labels']
 
 
+def test_simplified_export_keeps_io_and_detections(exported, tmp_path):
+    import onnx
+    model, path = exported
+    simplified = str(tmp_path / 'quick_simplified.onnx')
+    export_onnx(model, simplified, EXPORT_SHAPE, simplify=True)
+    plain_graph, slim_graph = onnx.load(path), onnx.load(simplified)
+    assert len(slim_graph.graph.node) < len(plain_graph.graph.node)
+    assert slim_graph.metadata_props == plain_graph.metadata_props
+    for shape in (EXPORT_SHAPE, OTHER_SHAPE):
+        inputs, _ = random_image(model, shape, seed=shape[0])
+        dets, labels = OrtRunner(path)(inputs)
+        slim_dets, slim_labels = OrtRunner(simplified)(inputs)
+        assert np.array_equal(slim_labels, labels)
+        assert np.abs(slim_dets - dets).max() <= 1e-4
+
+
 def test_runner_rejects_bad_input(exported, tmp_path):
     _, path = exported
     runner = OrtRunner(path)

@@ -28,6 +28,11 @@ def parse_args() -> argparse.Namespace:
         help='image size to trace and verify at (the file takes any size)')
     parser.add_argument('--opset', type=int, default=17, help='ONNX opset')
     parser.add_argument(
+        '--simplify',
+        action='store_true',
+        help='fold constant shape arithmetic with onnxslim (the verification '
+        'then checks the simplified file)')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -42,7 +47,8 @@ def main(args: argparse.Namespace) -> None:
     if args.checkpoint is None:
         cfg.model.backbone.init_cfg = None  # random weights, no download
     detector = load_detector(cfg, args.checkpoint)
-    export_onnx(detector, args.out, tuple(args.shape), args.opset)
+    export_onnx(detector, args.out, tuple(args.shape), args.opset,
+                args.simplify)
     height, width = args.shape
     # A second size proves that nothing froze at the traced one.
     shapes = [(height, width), (width, height)][:1 if height == width else 2]
