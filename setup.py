@@ -15,8 +15,7 @@ setup(
     packages=find_packages(include=['mmdet_cdetr', 'mmdet_cdetr.*']),
     python_requires='>=3.8',
     # Export to ONNX and inference with ONNX Runtime (tools/deployment/).
-    extras_require=dict(deploy=[
-        'onnx==1.23.1', 'onnxruntime==1.30.0', 'onnxslim==0.1.98'
-    ]),
+    extras_require=dict(
+        deploy=['onnx==1.23.1', 'onnxruntime==1.30.0', 'onnxslim==0.1.98']),
     license='Apache-2.0',
 )
