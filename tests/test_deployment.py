@@ -72,6 +72,18 @@ def test_compare_detections_finds_a_wrong_label(exported):
     assert diffs['labels'] >= 1 and diffs['boxes_px'] >= 0.99
 
 
+def test_compare_detections_counts_ties_of_an_untrained_model():
+    """Every score at the prior: nothing can be matched by rank, and the
+    count says so instead of reporting a box difference."""
+    boxes = torch.rand(5, 4) * 50
+    scores, labels = torch.full((5, ), 0.01), torch.tensor([0, 1, 2, 0, 1])
+    exported = (torch.cat([boxes.flip(0), scores[:, None]],
+                          1)[None].numpy(), labels.flip(0)[None].numpy())
+    diffs = compare_detections((boxes, scores, labels), exported)
+    assert diffs['boundary_ties'] == diffs['detections'] == 5
+    assert diffs['labels'] == 0 and diffs['boxes_px'] == 0
+
+
 def test_exported_file_records_classes_and_io(exported):
     import onnx
     _, path = exported

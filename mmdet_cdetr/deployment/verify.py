@@ -42,8 +42,8 @@ def compare_detections(
 
     Returns:
         dict: ``scores``, ``boxes_px`` (largest absolute differences),
-        ``labels`` (ranks whose label matches no tied reference rank) and
-        ``boundary_ties``.
+        ``labels`` (ranks whose label matches no tied reference rank),
+        ``boundary_ties`` and ``detections`` (how many ranks there are).
     """
     ref_boxes, ref_scores, ref_labels = (
         t.detach().cpu().double() for t in reference)
@@ -63,7 +63,8 @@ def compare_detections(
         scores=(scores - ref_scores).abs().max().item(),
         boxes_px=box_diffs[matched].max().item() if matched.any() else 0.,
         labels=int((~candidates.any(1) & ~boundary).sum()),
-        boundary_ties=int(boundary.sum()))
+        boundary_ties=int(boundary.sum()),
+        detections=len(scores))
 
 
 def verify_export(detector: nn.Module,
