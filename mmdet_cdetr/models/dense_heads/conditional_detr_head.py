@@ -38,8 +38,7 @@ class ConditionalDETRHead(DETRHead):
 
     def init_weights(self) -> None:
         super().init_weights()
-        if self.loss_cls.use_sigmoid:
-            nn.init.constant_(self.fc_cls.bias, bias_init_with_prob(0.01))
+        self._init_classifier_bias()
         nn.init.zeros_(self.fc_reg.weight)
         nn.init.zeros_(self.fc_reg.bias)
 
@@ -131,6 +130,11 @@ class ConditionalDETRHead(DETRHead):
             self._skip_classifier(state_dict, prefix + 'fc_cls.')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def _init_classifier_bias(self) -> None:
+        """The focal loss's prior: every class starts at probability 0.01."""
+        if self.loss_cls.use_sigmoid:
+            nn.init.constant_(self.fc_cls.bias, bias_init_with_prob(0.01))
+
     def _skip_classifier(self, state_dict: dict, fc_prefix: str) -> None:
         """Leave the checkpoint's classifier out and start ours afresh (the
         focal prior bias), as fine-tuning onto another class set needs."""
@@ -142,8 +146,7 @@ class ConditionalDETRHead(DETRHead):
             if name in state_dict
         ]
         self.fc_cls.reset_parameters()
-        if self.loss_cls.use_sigmoid:
-            nn.init.constant_(self.fc_cls.bias, bias_init_with_prob(0.01))
+        self._init_classifier_bias()
         print_log(
             'Fine-tuning onto another class set: the checkpoint\'s '
             f'classifier is not loaded and starts afresh ({"; ".join(skipped)}'
