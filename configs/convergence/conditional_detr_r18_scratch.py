@@ -2,7 +2,7 @@
 # DETR on the bundled synthetic shapes, R18/32ch backbone from scratch.
 # The DETR and mmdet built-in configs next to this one change only the model,
 # so data, schedule and seed are shared by construction.
-# Run all three with tools/analysis_tools/convergence.py.
+# Run them all with tools/analysis_tools/convergence.py.
 _base_ = '../quickstart/conditional_detr_r18_synthetic.py'
 
 # 20 epochs (the quick start's lr drop at 80%, epoch 16): three seeds of
@@ -10,9 +10,7 @@ _base_ = '../quickstart/conditional_detr_r18_synthetic.py'
 max_epochs = 20
 train_cfg = dict(max_epochs=max_epochs, val_interval=2)
 default_hooks = dict(
-    logger=dict(interval=50),
-    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
-randomness = dict(seed=0)
+    logger=dict(interval=50), checkpoint=dict(interval=max_epochs))
 # Width 256 (the quick start has 128): mmdet's built-in Conditional DETR
 # decoder hard-codes 128 sine features per coordinate of the reference point.
 embed_dims = 256
