@@ -4,11 +4,12 @@ import torch
 from mmdet.models.detectors import DETR
 from mmdet.models.layers import SinePositionalEncoding
 from mmdet.structures import OptSampleList
+from mmengine.device import get_device
 from torch import Tensor, nn
 
+from mmdet_cdetr.ops import FusedDetrTransformerEncoder, channels_last_backbone
 from mmdet_cdetr.registry import MODELS
-from ..layers import (ConditionalDetrTransformerDecoder,
-                      FusedDetrTransformerEncoder)
+from ..layers import ConditionalDetrTransformerDecoder
 from ..task_modules import GroupHungarianAssigner
 
 
@@ -36,23 +37,28 @@ class ConditionalDETR(DETR):
         num_query_groups: Number of query groups K (1: Conditional DETR).
         backbone_channels_last: Feed the backbone channels-last (NHWC)
             images. Same weights and math; convolutions and frozen batch norms
-            run faster that way on CPUs (oneDNN) and on tensor-core GPUs.
-            The neck's NHWC output is exactly the (bs, HW, C) token layout
-            the transformer wants. Backbone and neck weights are then kept
-            channels-last too, the layout of their gradients.
+            run faster that way on CPUs (oneDNN). The neck's NHWC output is
+            exactly the (bs, HW, C) token layout the transformer wants.
+            Backbone and neck weights are then kept channels-last too, the
+            layout of their gradients. None (default): on where
+            :func:`~mmdet_cdetr.ops.channels_last_backbone` says so for the
+            device the runner will put the model on (the CPU), NCHW as in
+            mmdet elsewhere.
         **kwargs: :class:`mmdet.models.detectors.DETR`'s arguments.
     """
 
     def __init__(self,
                  *args,
                  num_query_groups: int = 1,
-                 backbone_channels_last: bool = True,
+                 backbone_channels_last: Optional[bool] = None,
                  **kwargs) -> None:
         if num_query_groups < 1:
             raise ValueError('num_query_groups must be a positive integer, '
                              f'got {num_query_groups}.')
         self.num_query_groups = num_query_groups
         super().__init__(*args, **kwargs)
+        if backbone_channels_last is None:
+            backbone_channels_last = channels_last_backbone(get_device())
         self.backbone_channels_last = backbone_channels_last
         if backbone_channels_last:
             # Convolutions on NHWC inputs return NHWC weight gradients. DDP

@@ -2,9 +2,8 @@ from .conditional_attention import ConditionalAttention
 from .conditional_detr_decoder import ConditionalDetrTransformerDecoder
 from .conditional_detr_decoder_layer import \
     ConditionalDetrTransformerDecoderLayer
-from .fused_detr_encoder import FusedDetrTransformerEncoder
 
 __all__ = [
     'ConditionalAttention', 'ConditionalDetrTransformerDecoder',
-    'ConditionalDetrTransformerDecoderLayer', 'FusedDetrTransformerEncoder'
+    'ConditionalDetrTransformerDecoderLayer'
 ]

@@ -5,10 +5,9 @@ import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
+from mmdet_cdetr.ops import (Dropout, attention_weights, blocked_mask, dropout,
+                             multi_head_attention, split_heads)
 from mmdet_cdetr.registry import MODELS
-from .attention_kernel import (attention_weights, blocked_mask,
-                               multi_head_attention, split_heads)
-from .fast_dropout import Dropout, dropout
 
 
 @MODELS.register_module()

@@ -7,11 +7,11 @@ from mmdet.models.layers.transformer.utils import coordinate_to_encoding
 from mmengine.model import ModuleList
 from torch import Tensor
 
+from mmdet_cdetr.ops import autocast_off, use_fast_dropout
 from mmdet_cdetr.registry import MODELS
 from .conditional_attention import project_batch_shared
 from .conditional_detr_decoder_layer import \
     ConditionalDetrTransformerDecoderLayer
-from .fast_dropout import use_fast_dropout
 
 
 @MODELS.register_module()
@@ -26,7 +26,9 @@ class ConditionalDetrTransformerDecoder(DetrTransformerDecoder):
 
     Returns the post-normed output of every layer (for the auxiliary losses)
     and the reference points. Every dropout is
-    :class:`~.fast_dropout.Dropout` (faster masks on the CPU).
+    :class:`mmdet_cdetr.ops.Dropout` (faster masks on the CPU). The
+    reference points and their sine embedding are computed in float32 under
+    autocast too: bf16 would place them only to within 1/256 of the image.
     """
 
     def _init_layers(self) -> None:
@@ -72,10 +74,11 @@ class ConditionalDetrTransformerDecoder(DetrTransformerDecoder):
             (1, ...) when ``return_intermediate`` is False, and reference
             points (bs, num_queries, 2) in [0, 1] as (x, y).
         """
-        references = project_batch_shared(self.ref_point_head,
-                                          query_pos).sigmoid()
-        position_embed = coordinate_to_encoding(
-            references, num_feats=self.embed_dims // 2)
+        with autocast_off(query_pos):
+            references = project_batch_shared(self.ref_point_head,
+                                              query_pos.float()).sigmoid()
+            position_embed = coordinate_to_encoding(
+                references, num_feats=self.embed_dims // 2)
         references = references.expand(query.size(0), -1, -1)
         intermediate = []
         for layer_id, layer in enumerate(self.layers):

@@ -6,7 +6,7 @@ from mmdet.models.layers import DetrTransformerEncoder
 from torch import Tensor
 
 from mmdet_cdetr.registry import MODELS
-from .attention_kernel import blocked_mask, multi_head_attention, split_heads
+from .attention import blocked_mask, multi_head_attention, split_heads
 from .fast_dropout import use_fast_dropout
 
 
@@ -19,7 +19,7 @@ class FusedDetrTransformerEncoder(DetrTransformerEncoder):
     ``nn.MultiheadAttention`` for the head-averaged attention weights and
     throws them away. Here the same parameters feed
     :func:`multi_head_attention` (PyTorch's fused kernel; on the CPU with
-    dropout, :mod:`fast_dropout` masks), and every dropout is
+    dropout, :mod:`.fast_dropout` masks), and every dropout is
     :class:`~.fast_dropout.Dropout`. The layers, their parameters (names
     included) and the math are mmdet's, so checkpoints of either encoder load
     into the other.

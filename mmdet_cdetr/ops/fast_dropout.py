@@ -9,8 +9,9 @@ machine. Here each element's Bernoulli draw compares 32 random bits with
 ``p * 2**32`` (torch's own draws have 24 bits), mostly deciding on the first
 8 (:func:`keep_mask`); the bits are numpy PCG64's raw output, much faster than
 torch's Mersenne Twister, seeded from torch's default generator, so
-``torch.manual_seed`` still makes training reproducible. On other devices
-PyTorch's fused dropout is already fast and is used as it is.
+``torch.manual_seed`` still makes training reproducible. Where
+:func:`~.device_choices.numpy_dropout_masks` says no (GPUs: their fused
+dropout is fast) PyTorch's dropout is used as it is.
 """
 import math
 from typing import Sequence
@@ -20,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .device_choices import numpy_dropout_masks
+
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """:func:`torch.nn.functional.dropout` with a faster CPU mask.
@@ -27,7 +30,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     Each element is zeroed with probability ``p`` and the others are scaled
     by ``1 / (1 - p)``; the gradient is the mask times the same scale.
     """
-    if not training or p == 0 or p >= 1 or x.device.type != 'cpu':
+    if not training or p == 0 or p >= 1 or not numpy_dropout_masks(x.device):
         return F.dropout(x, p, training)
     if p < 0:
         raise ValueError(f'dropout probability must be in [0, 1], got {p}')

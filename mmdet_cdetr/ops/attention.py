@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .device_choices import numpy_dropout_masks, pad_value_heads
 from .fast_dropout import keep_mask
 
 
@@ -50,24 +51,23 @@ def multi_head_attention(q: Tensor, k: Tensor, v: Tensor,
     tensors, heads merged: (bs, n, heads * dv).
 
     Picks the fastest exact path: PyTorch's fused attention, except for
-    dropout on the CPU, where the fused kernel falls back to an unfused one
-    with PyTorch's slow CPU dropout; there the weights are materialised and
-    dropped with :func:`~.fast_dropout.keep_mask`.
+    dropout where :func:`~.device_choices.numpy_dropout_masks` holds (the
+    CPU: the fused kernel falls back to an unfused one with PyTorch's slow
+    CPU dropout); there the weights are materialised and dropped with
+    :func:`~.fast_dropout.keep_mask`.
     """
     value_dims = v.size(-1)
-    if dropout_p > 0 and q.device.type == 'cpu':
+    if dropout_p > 0 and numpy_dropout_masks(q.device):
         # Dropping weights unscaled and scaling the (smaller) output instead
         # is the same product with one pass fewer over the weights.
         weights = attention_weights(q, k, blocked)
         dropped = torch.where(keep_mask(weights.shape, dropout_p), weights, 0.)
         out = (dropped @ v) * (1 / (1 - dropout_p))
     else:
-        if dropout_p == 0 and value_dims < q.size(-1):
-            # Value heads narrower than query/key heads (conditional
-            # cross-attention) send PyTorch's CPU attention to its unfused
-            # fallback. Zero columns appended to the values leave the first
-            # value_dims output columns unchanged and let the fused kernel
-            # run.
+        if (dropout_p == 0 and value_dims < q.size(-1)
+                and pad_value_heads(q.device)):
+            # Zero columns appended to the values leave the first value_dims
+            # output columns unchanged and let the fused kernel run.
             v = F.pad(v, (0, q.size(-1) - value_dims))
         out = F.scaled_dot_product_attention(
             q,
