@@ -26,11 +26,15 @@ test_dataloader = val_dataloader
 # another number of classes (fine-tuning: it is re-initialised and the rest
 # loads); testing and --resume refuse one. Checkpoints are written
 # atomically, old ones removed last, with every random state, so that
-# --resume repeats the uninterrupted run (docs/long_runs.md).
+# --resume repeats the uninterrupted run (docs/long_runs.md). With several
+# processes, buffers (batch-norm statistics of a trained backbone) are
+# averaged over them after every epoch, before the checkpoint is saved and
+# the model evaluated, so that every rank evaluates the saved model.
 default_hooks = dict(
     checkpoint=dict(_scope_='mmdet_cdetr', type='AtomicCheckpointHook'))
 custom_hooks = [
     dict(type='NumClassCheckHook'),
     dict(type='FineTuneHook'),
-    dict(type='RandomStateHook')
+    dict(type='RandomStateHook'),
+    dict(type='SyncBuffersHook')
 ]

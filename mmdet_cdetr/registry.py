@@ -22,7 +22,7 @@ LOOPS = _child(mmdet_registry.LOOPS)
 HOOKS = _child(mmdet_registry.HOOKS, ['mmdet_cdetr.engine'])
 LOG_PROCESSORS = _child(mmdet_registry.LOG_PROCESSORS)
 OPTIMIZERS = _child(mmdet_registry.OPTIMIZERS)
-OPTIM_WRAPPERS = _child(mmdet_registry.OPTIM_WRAPPERS)
+OPTIM_WRAPPERS = _child(mmdet_registry.OPTIM_WRAPPERS, ['mmdet_cdetr.engine'])
 OPTIM_WRAPPER_CONSTRUCTORS = _child(mmdet_registry.OPTIM_WRAPPER_CONSTRUCTORS)
 PARAM_SCHEDULERS = _child(mmdet_registry.PARAM_SCHEDULERS,
                           ['mmdet_cdetr.engine'])

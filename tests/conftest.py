@@ -23,6 +23,16 @@ QUICK_CONFIG = str(REPO /
 R50_CONFIG = str(REPO / 'configs/conditional_detr_r50_8x2_50e_coco.py')
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``cuda`` skip where no CUDA device is."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs a CUDA device')
+    for item in items:
+        if 'cuda' in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _scope_and_seed():
     init_default_scope('mmdet_cdetr')

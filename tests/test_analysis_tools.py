@@ -21,12 +21,29 @@ def test_benchmark_smoke(tmp_path):
         'tools/analysis_tools/compare_detectors.py', '--models',
         f'ours={OURS}', f'mmdet-conditional-detr={BUILTIN}', '--batch-size',
         '1', '--train-size', '64', '64', '--infer-size', '64', '96',
-        '--repeats', '2', '--warmup', '0', '--threads', '1', '--out',
+        '--repeats', '2', '--warmup', '0', '--threads', '1', '--amp', '--out',
         str(out)
     ])
     assert result.returncode == 0, result.stderr
-    results = json.loads(out.read_text())['results']
+    measured = json.loads(out.read_text())
+    results, peaks = measured['results'], measured['peaks']
     ours, builtin = results['ours'], results['mmdet-conditional-detr']
+    assert set(results) == {
+        'ours', 'ours+amp', 'mmdet-conditional-detr',
+        'mmdet-conditional-detr+amp'
+    }
+    for precision in ('float32', 'bfloat16'):
+        assert peaks[precision] == max(peaks[precision + '_conv'],
+                                       peaks[precision + '_gemm']) > 0
+    assert 'float32 peak:' in result.stdout
+    for name, r in results.items():
+        peak = peaks['bfloat16' if name.endswith('+amp') else 'float32']
+        assert r['peak_gflops'] == peak
+        for step in ('train', 'infer'):
+            assert r[f'{step}_of_peak'] == pytest.approx(r[f'{step}_gflops'] /
+                                                         peak)
+            assert 0 < r[f'{step}_of_peak'] < 2
+        assert r['train_forward_flops'] > 0
     for r in (ours, builtin):
         for step in ('train', 'train_th', 'infer'):
             assert len(r[step]['values']) == 2

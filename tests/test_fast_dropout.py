@@ -7,12 +7,8 @@ import torch.nn.functional as F
 from conftest import build_quick_model
 from torch import nn
 
-from mmdet_cdetr.models.layers import fast_dropout
-from mmdet_cdetr.models.layers.attention_kernel import (attention_weights,
-                                                        multi_head_attention)
-from mmdet_cdetr.models.layers.fast_dropout import (Dropout, dropout,
-                                                    keep_mask,
-                                                    use_fast_dropout)
+from mmdet_cdetr.ops import (Dropout, attention_weights, dropout, fast_dropout,
+                             keep_mask, multi_head_attention, use_fast_dropout)
 
 NUMEL = 1_000_000
 # Six standard deviations of the dropped fraction of NUMEL elements.

@@ -5,8 +5,8 @@ import torch
 from mmdet.models.layers import DetrTransformerEncoder
 
 from mmdet_cdetr.models.layers import (ConditionalAttention,
-                                       ConditionalDetrTransformerDecoder,
-                                       FusedDetrTransformerEncoder)
+                                       ConditionalDetrTransformerDecoder)
+from mmdet_cdetr.ops import FusedDetrTransformerEncoder
 
 BS, NQ, NK, DIM, HEADS = 2, 6, 20, 32, 4
 

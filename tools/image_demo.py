@@ -7,6 +7,7 @@ import warnings
 
 from mmdet.apis import DetInferencer
 from mmengine.config import Config
+from mmengine.runner.amp import autocast
 
 from mmdet_cdetr.registry import DATASETS
 from mmdet_cdetr.utils import report_user_errors
@@ -34,6 +35,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--device', help='device used for inference (default: cuda if any)')
     parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='infer under autocast (fp16 on GPUs, bf16 on the CPU)')
+    parser.add_argument(
         '--no-save-pred',
         action='store_true',
         help='do not save the predictions as json files')
@@ -46,6 +51,9 @@ def main(args: argparse.Namespace) -> None:
     cfg = Config.fromfile(args.config)
     weights = args.weights
     if weights.endswith('.onnx'):
+        if args.amp:
+            raise ValueError('--amp applies to PyTorch checkpoints; an .onnx '
+                             'file runs in the precision it was exported in')
         from mmdet_cdetr.deployment import onnxruntime_detector_cfg
         cfg.model = onnxruntime_detector_cfg(cfg.model, weights)
         weights = None
@@ -62,12 +70,14 @@ def main(args: argparse.Namespace) -> None:
         inferencer.model.dataset_meta = inferencer.visualizer.dataset_meta = (
             DATASETS.build(dict(cfg.test_dataloader.dataset,
                                 lazy_init=True)).metainfo)
-    inferencer(
-        args.inputs,
-        batch_size=args.batch_size,
-        out_dir=args.out_dir,
-        pred_score_thr=args.pred_score_thr,
-        no_save_pred=args.no_save_pred)
+    device_type = inferencer.model.data_preprocessor.device.type
+    with autocast(device_type, enabled=args.amp):
+        inferencer(
+            args.inputs,
+            batch_size=args.batch_size,
+            out_dir=args.out_dir,
+            pred_score_thr=args.pred_score_thr,
+            no_save_pred=args.no_save_pred)
     print(f'drawn images saved in {osp.join(args.out_dir, "vis")}')
 
 

@@ -14,6 +14,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and eval) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='test under autocast (fp16 on GPUs, bf16 on the CPU)')
     add_test_args(parser)
     add_runner_args(parser)
     return parser.parse_args()
@@ -25,6 +29,8 @@ def main(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint
     apply_test_args(cfg, args)
+    if args.amp:
+        cfg.test_cfg.fp16 = True
     build_runner(cfg).test()
 
 

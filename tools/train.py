@@ -31,16 +31,24 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def use_mixed_precision(optim_wrapper: dict) -> None:
+    """mmdet's ``--amp`` on GPUs (mmengine's ``AmpOptimWrapper``, fp16 with
+    a dynamic loss scale unless the config sets ``optim_wrapper.dtype``);
+    bf16 autocast without a loss scaler on the CPU, where
+    ``AmpOptimWrapper`` does not run."""
+    if torch.cuda.is_available() or is_npu_available() or is_mlu_available():
+        optim_wrapper.type = 'AmpOptimWrapper'
+        optim_wrapper.loss_scale = 'dynamic'
+    else:
+        optim_wrapper.type = 'mmdet_cdetr.BF16OptimWrapper'
+        optim_wrapper.pop('loss_scale', None)
+        optim_wrapper.pop('dtype', None)
+
+
 def main(args: argparse.Namespace) -> None:
     cfg = load_config(args)
     if args.amp:
-        if not (torch.cuda.is_available() or is_npu_available()
-                or is_mlu_available()):
-            raise ValueError('--amp needs a GPU (CUDA, NPU or MLU): '
-                             "mmengine's AmpOptimWrapper does not run on "
-                             'the CPU')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        use_mixed_precision(cfg.optim_wrapper)
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise KeyError(f'{args.config} has no auto_scale_lr.'

@@ -23,7 +23,11 @@ Measured per model:
 * parameters and FLOPs (mmengine's ``FlopAnalyzer``, inference at
   ``infer_size``), in total and for the transformer + head (everything but
   the backbone and neck).
+
+A bench with ``amp`` runs every step under autocast (the same model, so
+``--amp`` rows sit beside the float32 ones of the same run).
 """
+import functools
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -35,6 +39,7 @@ from mmengine.analysis.jit_handles import get_shape
 from mmengine.config import Config
 from mmengine.hub import get_config
 from mmengine.registry import DefaultScope
+from mmengine.runner.amp import autocast
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
@@ -162,12 +167,17 @@ def sdpa_flop_jit(inputs: list, outputs: list) -> int:
 class DetectorBench:
     """One model with its inputs and the steps to time."""
 
-    def __init__(self, name: str, model: nn.Module, device: torch.device,
-                 train_batch: Tuple[int, Tuple[int,
-                                               int]], infer_size: Tuple[int,
-                                                                        int],
-                 num_gts: int, num_classes: int) -> None:
+    def __init__(self,
+                 name: str,
+                 model: nn.Module,
+                 device: torch.device,
+                 train_batch: Tuple[int, Tuple[int, int]],
+                 infer_size: Tuple[int, int],
+                 num_gts: int,
+                 num_classes: int,
+                 amp: bool = False) -> None:
         self.name, self.model, self.device = name, model, device
+        self.amp = amp
         batch_size, train_size = train_batch
         model.train()
         self.inputs, self.samples = make_batch(model, batch_size, train_size,
@@ -207,26 +217,34 @@ class DetectorBench:
         self.model.train()
 
     def steps(self) -> Dict[str, Callable[[], None]]:
-        return dict(
+        steps = dict(
             train=self.train_step,
             train_th=self.transformer_head_step,
             infer=self.inference)
+        return {
+            name: functools.partial(self._in_precision, step)
+            for name, step in steps.items()
+        }
+
+    def _in_precision(self, step: Callable[[], None]) -> None:
+        """``step`` in float32, or under autocast as ``--amp`` trains (bf16
+        on the CPU, fp16 on GPUs; the loss is not scaled for timing)."""
+        with autocast(device_type=self.device.type, enabled=self.amp):
+            step()
 
     def complexity(self) -> Dict[str, float]:
-        """Parameters and inference FLOPs, total and transformer + head."""
+        """Parameters and inference FLOPs (multiply-adds), total and
+        transformer + head; and the multiply-adds of the training forward
+        pass (all query groups), whose step costs about three times them."""
         params = dict(self.model.named_parameters())
         th_params = sum(p.numel() for name, p in params.items()
                         if not name.startswith(BACKBONE_PREFIXES))
         self.model.eval()
-        analyzer = FlopAnalyzer(
-            _TensorForward(self.model, self.infer_samples),
-            (self.infer_inputs, ))
-        analyzer.set_op_handle('aten::scaled_dot_product_attention',
-                               sdpa_flop_jit)
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
-        by_module = analyzer.by_module()
+        by_module = _flops_by_module(self.model, self.infer_inputs,
+                                     self.infer_samples)
         self.model.train()
+        train_forward = _flops_by_module(self.model, self.inputs,
+                                         self.samples)['']
         backbone_flops = sum(by_module[f'model.{prefix}']
                              for prefix in BACKBONE_PREFIXES)
         total = by_module['']
@@ -234,7 +252,18 @@ class DetectorBench:
             params=sum(p.numel() for p in params.values()),
             params_th=th_params,
             flops=total,
-            flops_th=total - backbone_flops)
+            flops_th=total - backbone_flops,
+            train_forward_flops=train_forward)
+
+
+def _flops_by_module(model: nn.Module, inputs: Tensor,
+                     samples: list) -> Dict[str, int]:
+    """mmengine's multiply-add count of the ``mode='tensor'`` forward."""
+    analyzer = FlopAnalyzer(_TensorForward(model, samples), (inputs, ))
+    analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    return analyzer.by_module()
 
 
 class _TensorForward(nn.Module):
@@ -252,8 +281,12 @@ class _TensorForward(nn.Module):
 def run_benchmark(benches: Sequence[DetectorBench],
                   repeats: int,
                   warmup: int,
-                  log: Optional[Callable[[str], None]] = None) -> dict:
-    """Interleaved timing, then peak memory and complexity per model.
+                  log: Optional[Callable[[str], None]] = None,
+                  peaks: Optional[Dict[str, float]] = None) -> dict:
+    """Interleaved timing, then peak memory and complexity per model, and
+    with ``peaks`` (:func:`~.machine_peak.measure_peaks`) the achieved
+    GFLOP/s of the training step and of inference against the peak of
+    the model's precision.
 
     Returns:
         dict: model name -> measurements (seconds, bytes, counts).
@@ -285,15 +318,44 @@ def run_benchmark(benches: Sequence[DetectorBench],
                 values=values)
             for step, values in times[bench.name].items()
         }
-        result['peak_mem'] = peak_memory(bench.train_step, bench.device)
+        result['peak_mem'] = peak_memory(bench.steps()['train'], bench.device)
         result.update(bench.complexity())
+        if peaks:
+            result.update(
+                _achieved(result,
+                          peaks['bfloat16' if bench.amp else 'float32']))
         results[bench.name] = result
     return results
 
 
+def _achieved(result: dict, peak: float) -> Dict[str, float]:
+    """GFLOP/s (2 per multiply-add) of the training step (3x its forward
+    pass: the backward pass costs about twice the forward) and of
+    inference, and their fractions of ``peak``."""
+    train = 2 * 3 * result['train_forward_flops'] / result['train']['median']
+    infer = 2 * result['flops'] / result['infer']['median']
+    return dict(
+        peak_gflops=peak,
+        train_gflops=train / 1e9,
+        train_of_peak=train / 1e9 / peak,
+        infer_gflops=infer / 1e9,
+        infer_of_peak=infer / 1e9 / peak)
+
+
+def format_peaks(peaks: Dict[str, float]) -> str:
+    """One line per precision: the convolution's and the GEMM's GFLOP/s."""
+    return '\n'.join(
+        f'{name} peak: {peaks[name]:.0f} GFLOP/s (3x3 conv '
+        f'{peaks[name + "_conv"]:.0f}, GEMM {peaks[name + "_gemm"]:.0f})'
+        for name in ('float32', 'bfloat16'))
+
+
 def format_table(results: dict, baseline: str) -> str:
-    """Markdown table; ratios are relative to the ``baseline`` model."""
+    """Markdown table; ratios are relative to the ``baseline`` model, and
+    with peaks measured (:func:`run_benchmark`) two columns give the
+    training step's and inference's GFLOP/s and fraction of the peak."""
     base = results[baseline]
+    with_peak = all('peak_gflops' in r for r in results.values())
 
     def time_cell(result: dict, key: str) -> str:
         r = result[key]
@@ -306,9 +368,13 @@ def format_table(results: dict, baseline: str) -> str:
         'train step ms (min-max)', 'vs base', 'T+H fwd+bwd ms (min-max)',
         'vs base', 'inference ms (min-max)', 'vs base', 'peak mem MB',
         'vs base'
-    ]
+    ] + ['train GFLOP/s (of peak)', 'infer GFLOP/s (of peak)'] * with_peak
     rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for name, r in results.items():
+        achieved = [
+            f'{r["train_gflops"]:.0f} ({r["train_of_peak"]:.2f})',
+            f'{r["infer_gflops"]:.0f} ({r["infer_of_peak"]:.2f})'
+        ] if with_peak else []
         rows.append('| ' + ' | '.join([
             name, f'{r["params"] / 1e6:.2f} / {r["params_th"] / 1e6:.2f}',
             f'{r["flops"] / 1e9:.1f} / {r["flops_th"] / 1e9:.1f}',
@@ -316,5 +382,5 @@ def format_table(results: dict, baseline: str) -> str:
             time_cell(r, 'train_th'),
             time_cell(r, 'infer'), f'{r["peak_mem"] / 2**20:.0f} | '
             f'{r["peak_mem"] / base["peak_mem"]:.2f}x'
-        ]) + ' |')
+        ] + achieved) + ' |')
     return '\n'.join(rows)

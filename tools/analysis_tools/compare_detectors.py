@@ -1,5 +1,6 @@
 """Compare detectors side by side: training step, transformer+head
-forward+backward, inference latency, peak memory, parameters and FLOPs
+forward+backward, inference latency, peak memory, parameters and FLOPs, and
+the achieved GFLOP/s against this machine's peak measured in the same run
 (the inference speed of one config, and of its ONNX export, is
 ``benchmark.py``'s)."""
 import argparse
@@ -9,7 +10,9 @@ import torch
 
 from mmdet_cdetr.analysis.benchmark import (DetectorBench, build_detector,
                                             copy_matching_weights,
-                                            format_table, run_benchmark)
+                                            format_peaks, format_table,
+                                            run_benchmark)
+from mmdet_cdetr.analysis.machine_peak import measure_peaks
 from mmdet_cdetr.utils import report_user_errors
 
 DEFAULT_MODELS = [
@@ -62,6 +65,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--warmup', type=int, default=1, help='untimed repetitions first')
     parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='also time every model under autocast (bf16 on the CPU, fp16 '
+        'on GPUs), as NAME+amp rows of the same run')
+    parser.add_argument(
         '--threads', type=int, help='torch CPU threads (default: torch\'s)')
     parser.add_argument(
         '--out',
@@ -90,15 +98,22 @@ def main(args: argparse.Namespace) -> None:
         else:
             copied = copy_matching_weights(model, reference)
         print(f'{name}: {config} ({copied} tensors from the first model)')
-        benches.append(
-            DetectorBench(name, model, device,
-                          (args.batch_size, tuple(args.train_size)),
-                          tuple(args.infer_size), args.num_gts,
-                          model.bbox_head.num_classes))
-    results = run_benchmark(benches, args.repeats, args.warmup, log=print)
+        for amp in (False, True) if args.amp else (False, ):
+            benches.append(
+                DetectorBench(name + '+amp' * amp, model, device,
+                              (args.batch_size, tuple(args.train_size)),
+                              tuple(args.infer_size), args.num_gts,
+                              model.bbox_head.num_classes, amp))
+    peaks = measure_peaks(device)
+    results = run_benchmark(
+        benches, args.repeats, args.warmup, log=print, peaks=peaks)
     setting = dict(
         vars(args), torch_threads=torch.get_num_threads(), models=models)
-    mmengine.dump(dict(setting=setting, results=results), args.out, indent=2)
+    mmengine.dump(
+        dict(setting=setting, peaks=peaks, results=results),
+        args.out,
+        indent=2)
+    print(format_peaks(peaks))
     print(format_table(results, args.baseline))
     print(f'\nmeasurements: {args.out}')
 

@@ -1,0 +1,63 @@
+"""What this machine's cores can do: the speed of its fastest dense
+operations, measured in the same process and with the same threads as the
+model they are compared with.
+
+A 3x3 convolution (256 channels, NHWC: oneDNN's best case on CPUs) and a
+2048^3 matrix product, in float32 and in bf16. FLOP counts are 2 per
+multiply-add. The peak of a precision is the faster of the two: a model's
+achieved GFLOP/s over it says how far the model is from the machine's limit.
+"""
+import time
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+
+_CONV_SHAPE = (1, 256, 64, 64)  # batch, channels, height, width
+_GEMM_SIZE = 2048
+
+
+def _timed_gflops(fn, flops: float, device: torch.device,
+                  repeats: int) -> float:
+    fn()  # warm-up: oneDNN builds its kernels on the first call
+    best = float('inf')
+    for _ in range(repeats):
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return flops / best / 1e9
+
+
+def measure_peaks(device: torch.device, repeats: int = 5) -> Dict[str, float]:
+    """GFLOP/s of the convolution and the matrix product in float32 and
+    bf16, and each precision's peak (``float32``, ``bfloat16``)."""
+    generator = torch.Generator().manual_seed(0)
+    batch, channels, height, width = _CONV_SHAPE
+    conv_flops = 2 * channels * channels * 9 * height * width * batch
+    gemm_flops = 2 * _GEMM_SIZE**3
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        name = str(dtype).split('.')[-1]
+        image = torch.randn(
+            _CONV_SHAPE, generator=generator).to(
+                device, dtype).contiguous(memory_format=torch.channels_last)
+        kernel = torch.randn(
+            channels, channels, 3, 3, generator=generator).to(
+                device, dtype).contiguous(memory_format=torch.channels_last)
+        a, b = (
+            torch.randn(_GEMM_SIZE, _GEMM_SIZE,
+                        generator=generator).to(device, dtype)
+            for _ in range(2))
+        with torch.no_grad():
+            results[f'{name}_conv'] = _timed_gflops(
+                lambda: F.conv2d(image, kernel, padding=1), conv_flops, device,
+                repeats)
+            results[f'{name}_gemm'] = _timed_gflops(lambda: F.linear(a, b),
+                                                    gemm_flops, device,
+                                                    repeats)
+        results[name] = max(results[f'{name}_conv'], results[f'{name}_gemm'])
+    return results
