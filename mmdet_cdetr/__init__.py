@@ -1,13 +1,15 @@
 """Conditional DETR (Meng et al., ICCV 2021) as an MMDetection extension.
 
 Importing the package registers its components in the ``mmdet_cdetr``
-scope and lets ``torch.load`` read MMEngine checkpoints with
-``weights_only=True``.
+scope, lets ``torch.load`` read MMEngine checkpoints with
+``weights_only=True`` and makes ``mmdet_cdetr::`` config paths resolve to
+the installed configs.
 """
 from . import datasets, engine, models  # noqa: F401
-from .utils import allow_mmengine_checkpoints
+from .utils import allow_mmengine_checkpoints, register_openmmlab_package
 from .version import __version__
 
 allow_mmengine_checkpoints()
+register_openmmlab_package()
 
 __all__ = ['__version__']

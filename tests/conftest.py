@@ -368,10 +368,14 @@ def hf_resnet_to_torchvision(name: str) -> str:
     return f'{layer}{kind}{int(conv) + 1}.{param}'
 
 
-def write_config(path: Path, data_root: str, **overrides: str) -> str:
-    """A config inheriting the quick-start one, on ``data_root``, tiny."""
+def write_config(path: Path,
+                 data_root: str,
+                 base: str = QUICK_CONFIG,
+                 **overrides: str) -> str:
+    """A config inheriting the quick-start one (or ``base``), on
+    ``data_root``, tiny."""
     lines = [
-        f"_base_ = '{QUICK_CONFIG}'",
+        f"_base_ = '{base}'",
         f"data_root = '{data_root}/'",
         "ann_val = data_root + 'annotations/instances_val.json'",
         'train_dataloader = dict(batch_size=8, num_workers=0, '

@@ -59,6 +59,33 @@ def test_onnxruntime_equals_pytorch(exported, shape):
     assert diffs['labels'] == 0 and diffs['boxes_px'] <= 0.05
 
 
+def test_batch_of_two_sizes_equals_each_image_alone(exported, tmp_path):
+    """One batched file, a padded batch of images of different sizes (and
+    another batch size than traced): each image gets the detections that
+    PyTorch gives it alone."""
+    model, _ = exported
+    path = str(tmp_path / 'batched.onnx')
+    export_onnx(model, path, EXPORT_SHAPE, batch_size=2)
+    runner = OrtRunner(path)
+    assert runner.batched
+    for shapes in ((EXPORT_SHAPE, OTHER_SHAPE), (OTHER_SHAPE, (72, 100),
+                                                 EXPORT_SHAPE)):
+        images = [random_image(model, s, seed=i) for i, s in enumerate(shapes)]
+        batch = torch.zeros(len(shapes), 3, 128, 160)
+        for i, (inputs, _) in enumerate(images):
+            batch[i, :, :inputs.shape[2], :inputs.shape[3]] = inputs[0]
+        dets, labels = runner(batch, shapes)
+        for i, (inputs, sample) in enumerate(images):
+            sample.set_metainfo(dict(batch_input_shape=inputs.shape[2:]))
+            with torch.no_grad():
+                pred = model.predict(inputs, [sample])[0].pred_instances
+            assert torch.equal(torch.from_numpy(labels[i]), pred.labels)
+            assert np.abs(dets[i, :, 4] - pred.scores.numpy()).max() <= 1e-4
+            assert np.abs(dets[i, :, :4] - pred.bboxes.numpy()).max() <= 0.05
+    with pytest.raises(ValueError, match='takes one image, no sizes'):
+        OrtRunner(exported[1])(batch[:1], [EXPORT_SHAPE])
+
+
 def test_compare_detections_finds_a_wrong_label(exported):
     model, path = exported
     inputs, sample = random_image(model, EXPORT_SHAPE)
@@ -176,6 +203,33 @@ def test_tools_export_evaluate_and_match_pytorch(trained):
         assert diffs['labels'] == 0 and diffs['boxes_px'] <= 0.05
     drawn = list((tmp / 'test_onnx').glob('*/vis/*.png'))
     assert len(drawn) == 16
+
+    # A batched export (into a folder that does not exist yet): the same AP
+    # and detections at batch 4 as the batch-1 file's.
+    batched = str(tmp / 'new_dir' / 'tiny_b4.onnx')
+    result = run_tool([
+        'tools/deployment/pytorch2onnx.py', config, checkpoint, '--out',
+        batched, '--shape', '128', '128', '--batch-size', '4'
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'matches PyTorch (one batch of 4)' in result.stdout
+    out = tmp / 'onnx_b4.pkl'
+    result = run_tool([
+        'tools/deployment/test_onnx.py', config, batched, '--eval', 'bbox',
+        '--batch-size', '4', '--out',
+        str(out), '--work-dir',
+        str(tmp / 'test_onnx_b4')
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    ap_batched = float(
+        re.search(r'coco/bbox_mAP: ([0-9.]+)', result.stdout)[1])
+    assert ap_batched == ap_onnx
+    with open(out, 'rb') as f:
+        dets_batched = pickle.load(f)
+    for ours, ref in zip(dets_batched, dets_onnx):
+        assert ours['img_id'] == ref['img_id']
+        ours, ref = ours['pred_instances'], ref['pred_instances']
+        assert (ours['scores'] - ref['scores']).abs().max() <= 1e-4
 
     # image_demo.py runs the .onnx file: PyTorch's detections, drawn
     image = dets_torch[0]['img_path']

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import REPO, run_tool
 
@@ -130,3 +131,34 @@ def test_dist_train_two_processes(trained, tmp_path):
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'coco/bbox_mAP' in result.stdout
+
+
+def test_test_tool_flip_tta_and_per_class_ap(trained):
+    """--tta (mmdet's DetTTAModel on the image and its flip) and
+    --eval-options classwise=True; a val_evaluator override is reported."""
+    result = run_tool([
+        'tools/test.py', trained['config'],
+        str(trained['work_dir'] / 'epoch_2.pth'), '--tta', '--eval', 'bbox',
+        '--eval-options', 'classwise=True', '--work-dir',
+        str(trained['tmp'] / 'test_tta'), '--cfg-options',
+        'val_evaluator.classwise=True'
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r'coco/bbox_mAP: [0-9.]+', result.stdout)
+    # mmdet's per-class table: one row per class
+    for name in ('square', 'circle', 'triangle'):
+        assert re.search(rf'\| {name}\s+\| [0-9.]+', result.stdout), name
+    assert '--cfg-options val_evaluator.* sets the evaluator' in result.stderr
+
+
+def test_tensorboard_backend_from_the_command_line(trained, tmp_path):
+    pytest.importorskip('tensorboard')
+    work_dir = tmp_path / 'tb'
+    result = run_tool([
+        'tools/test.py', trained['config'],
+        str(trained['work_dir'] / 'epoch_2.pth'), '--work-dir',
+        str(work_dir), '--cfg-options',
+        'visualizer.vis_backends.0.type=TensorboardVisBackend'
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(work_dir.glob('*/vis_data/events.out.tfevents.*'))

@@ -1,13 +1,16 @@
 """Test (and evaluate) a detector (mmdet's ``tools/test.py`` flags).
 
 ``--eval bbox`` is accepted as in MMDetection 2.x: it evaluates COCO box AP
-with mmdet's ``CocoMetric``, whatever evaluator the config names.
+with mmdet's ``CocoMetric``, whatever evaluator the config names;
+``--eval-options classwise=True`` adds the per-class AP table. ``--tta``
+tests on each image and its horizontal flip (mmdet's ``DetTTAModel``).
 """
 import argparse
 import os.path as osp
 
 from mmdet_cdetr.utils import (add_runner_args, add_test_args, apply_test_args,
-                               build_runner, load_config, report_user_errors)
+                               build_runner, load_config, report_user_errors,
+                               use_flip_tta)
 
 
 def parse_args() -> argparse.Namespace:
@@ -19,6 +22,10 @@ def parse_args() -> argparse.Namespace:
         action='store_true',
         help='test under autocast (fp16 on GPUs, bf16 on the CPU)')
     add_test_args(parser)
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test-time augmentation: the image and its horizontal flip')
     add_runner_args(parser)
     return parser.parse_args()
 
@@ -31,6 +38,8 @@ def main(args: argparse.Namespace) -> None:
     apply_test_args(cfg, args)
     if args.amp:
         cfg.test_cfg.fp16 = True
+    if args.tta:
+        use_flip_tta(cfg)
     build_runner(cfg).test()
 
 

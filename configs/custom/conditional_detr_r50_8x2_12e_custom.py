@@ -1,7 +1,12 @@
 # Fine-tune Conditional DETR R50 from COCO weights onto your own COCO-format
 # data set (docs/custom_dataset.md). Copy this file and change the keys
 # marked CHANGE; everything else is the COCO recipe of the parent config.
-_base_ = '../conditional_detr_r50_8x2_50e_coco.py'
+# The base is package-qualified, so the copy works in any folder once
+# mmdet-cdetr is installed (pip install; see the README). MMEngine's
+# `package::` paths must name a folder: hence `custom/../` for a config at
+# the top of configs/.
+_base_ = ('mmdet_cdetr::custom/../'
+          'conditional_detr_r50_8x2_50e_coco.py')
 
 # CHANGE: where your data set lives, and its class names, exactly as the
 # `name`s of the annotation files' `categories` (any order; the order here
@@ -9,8 +14,8 @@ _base_ = '../conditional_detr_r50_8x2_50e_coco.py'
 data_root = 'data/custom/'
 metainfo = dict(classes=('person', 'bicycle', 'car'))
 # CHANGE: the checkpoint to start from: a COCO model converted with
-# tools/model_converters/ (docs/model_zoo.md). Its 80-class classifier is
-# re-initialised for len(classes) classes; everything else is loaded.
+# tools/model_converters/ (docs/converting_weights.md). Its 80-class
+# classifier is re-initialised for len(classes) classes; the rest is loaded.
 load_from = 'work_dirs/cdetr_r50_official.pth'
 
 # CHANGE (only if your layout differs): annotation files and image folders.

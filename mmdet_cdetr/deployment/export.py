@@ -5,15 +5,17 @@ import torch
 from torch import nn
 
 from mmdet_cdetr.version import __version__
+from .batched_end2end import BatchedEnd2EndDetector
 from .end2end import End2EndDetector
-from .ort_runner import INPUT_NAME, OUTPUT_NAMES
+from .ort_runner import IMG_SHAPE_NAME, INPUT_NAME, OUTPUT_NAMES
 
 
 def export_onnx(detector: nn.Module,
                 out_file: str,
                 shape: Tuple[int, int] = (800, 1216),
                 opset: int = 17,
-                simplify: bool = False) -> None:
+                simplify: bool = False,
+                batch_size: int = 1) -> None:
     """Write ``detector`` as one ONNX graph, preprocessed image in,
     final detections out (:class:`End2EndDetector`), image height and width
     dynamic.
@@ -23,24 +25,45 @@ def export_onnx(detector: nn.Module,
     for another class count. ``simplify`` folds the exporter's shape
     arithmetic with onnxslim (about 60% fewer nodes for R50), for runtimes and
     readers that do not fold it themselves; ONNX Runtime does.
+
+    ``batch_size`` > 1 exports :class:`BatchedEnd2EndDetector` instead
+    (traced at that many images): a dynamic batch axis and a second input,
+    ``img_shape`` (B, 2) int64, each image's valid height and width in the
+    padded batch.
     """
     import onnx
-    wrapper = End2EndDetector(detector.eval()).eval()
-    dummy = torch.zeros(1, 3, *shape)
+    batched = batch_size > 1
+    detector.eval()
+    wrapper = (BatchedEnd2EndDetector(detector)
+               if batched else End2EndDetector(detector)).eval()
+    dummy = torch.zeros(batch_size, 3, *shape)
+    args = (dummy,
+            torch.tensor([shape] * batch_size)) if batched else (dummy, )
+    input_names = [INPUT_NAME, IMG_SHAPE_NAME] if batched else [INPUT_NAME]
+    image_axes = {
+        0: 'batch',
+        2: 'height',
+        3: 'width'
+    } if batched else {
+        2: 'height',
+        3: 'width'
+    }
+    dynamic_axes = {INPUT_NAME: image_axes}
+    if batched:
+        dynamic_axes.update({IMG_SHAPE_NAME: {0: 'batch'}})
+        dynamic_axes.update({name: {0: 'batch'} for name in OUTPUT_NAMES})
     with torch.no_grad(), warnings.catch_warnings():
         # Tracer warnings about shapes turned into constants: the branches
         # they guard take the same way at every image size (tested).
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
         warnings.filterwarnings('ignore', 'Constant folding - Only steps=1')
         torch.onnx.export(
-            wrapper, (dummy, ),
+            wrapper,
+            args,
             out_file,
-            input_names=[INPUT_NAME],
+            input_names=input_names,
             output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {
-                2: 'height',
-                3: 'width'
-            }},
+            dynamic_axes=dynamic_axes,
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False)

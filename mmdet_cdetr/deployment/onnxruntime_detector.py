@@ -18,10 +18,12 @@ class ONNXRuntimeDetector(BaseModel):
     that MMEngine's test loop, mmdet's ``CocoMetric``, visualisation hook
     and ``DetInferencer`` run it unchanged.
 
-    Each image is cropped to its ``img_shape`` (the batch padding removed)
-    and run alone, and its boxes are scaled back to the original image as
-    the PyTorch head does with ``rescale=True``: at batch size 1 both paths
-    see the same input and return the same detections.
+    A file exported with ``--batch-size`` runs the whole padded batch in
+    one call, with each image's ``img_shape``; otherwise each image is
+    cropped to its ``img_shape`` (the batch padding removed) and run alone.
+    Either way every image gets the detections it gets alone, and its boxes
+    are scaled back to the original image as the PyTorch head does with
+    ``rescale=True``.
 
     Args:
         onnx_file: A file written by ``tools/deployment/pytorch2onnx.py``.
@@ -52,17 +54,22 @@ class ONNXRuntimeDetector(BaseModel):
         if mode != 'predict':
             raise ValueError(f'an ONNX Runtime detector only predicts, '
                              f'mode={mode!r} is not supported')
-        for image, sample in zip(inputs, data_samples):
-            height, width = sample.img_shape[:2]
-            dets, labels = self.runner(image[None, :, :height, :width])
-            dets = torch.from_numpy(dets[0])
+        shapes = [sample.img_shape[:2] for sample in data_samples]
+        if self.runner.batched:
+            outputs = zip(*self.runner(inputs, shapes))
+        else:
+            outputs = ([
+                output[0] for output in self.runner(image[None, :, :h, :w])
+            ] for image, (h, w) in zip(inputs, shapes))
+        for sample, (dets, labels) in zip(data_samples, outputs):
+            dets = torch.from_numpy(dets)
             bboxes = dets[:, :4]
             if 'scale_factor' in sample:
                 bboxes = boxes_to_original(bboxes, sample.scale_factor)
             sample.pred_instances = InstanceData(
                 bboxes=bboxes,
                 scores=dets[:, 4],
-                labels=torch.from_numpy(labels[0]))
+                labels=torch.from_numpy(labels))
         return data_samples
 
 

@@ -7,6 +7,8 @@ from torch import Tensor
 # The exported graph's names (mmdeploy's detection convention).
 INPUT_NAME = 'input'
 OUTPUT_NAMES = ('dets', 'labels')
+# The second input of a batched export: valid (height, width) per image.
+IMG_SHAPE_NAME = 'img_shape'
 
 # Short names of ONNX Runtime's graph optimisation levels.
 OPTIMIZATION_LEVELS = dict(
@@ -29,8 +31,9 @@ def import_onnxruntime():
 
 class OrtRunner:
     """A detector exported by ``tools/deployment/pytorch2onnx.py`` in an
-    ONNX Runtime session: one preprocessed image in, ``dets`` and
-    ``labels`` out.
+    ONNX Runtime session: one preprocessed image (or, for a file exported
+    with ``--batch-size``, a padded batch and each image's size) in, ``dets``
+    and ``labels`` out.
 
     Args:
         onnx_file: The exported model.
@@ -70,11 +73,14 @@ class OrtRunner:
             raise
         inputs = [node.name for node in self.session.get_inputs()]
         outputs = [node.name for node in self.session.get_outputs()]
-        if inputs != [INPUT_NAME] or tuple(outputs) != OUTPUT_NAMES:
+        if (inputs not in ([INPUT_NAME], [INPUT_NAME, IMG_SHAPE_NAME])
+                or tuple(outputs) != OUTPUT_NAMES):
             raise ValueError(
                 f'{onnx_file} has inputs {inputs} and outputs {outputs}, '
-                f'not [{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}: it was not '
+                f'not [{INPUT_NAME!r}] (or [{INPUT_NAME!r}, '
+                f'{IMG_SHAPE_NAME!r}]) and {list(OUTPUT_NAMES)}: it was not '
                 'exported by tools/deployment/pytorch2onnx.py')
+        self.batched = IMG_SHAPE_NAME in inputs
         self.onnx_file = onnx_file
         self.metadata: Dict[str, str] = (
             self.session.get_modelmeta().custom_metadata_map)
@@ -86,24 +92,40 @@ class OrtRunner:
         return None if value is None else int(value)
 
     def __call__(
-            self, inputs: Union[np.ndarray,
-                                Tensor]) -> Tuple[np.ndarray, np.ndarray]:
-        """Detect in one preprocessed image.
+        self,
+        inputs: Union[np.ndarray, Tensor],
+        img_shape: Optional[Sequence[Sequence[int]]] = None
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Detect in one preprocessed image, or in each image of a padded
+        batch (batched files only).
 
         Args:
-            inputs: (1, 3, H, W) float, the data preprocessor's output.
+            inputs: (B, 3, H, W) float, the data preprocessor's output; B is
+                1 unless the file is batched.
+            img_shape: (B, 2) each image's (height, width) in ``inputs``
+                (batched files only; default: each fills the input).
 
         Returns:
-            tuple: ``dets`` (1, K, 5) and ``labels`` (1, K), see
+            tuple: ``dets`` (B, K, 5) and ``labels`` (B, K), see
             :class:`~.End2EndDetector`.
         """
         if isinstance(inputs, Tensor):
             inputs = inputs.detach().cpu().numpy()
         inputs = np.ascontiguousarray(inputs, dtype=np.float32)
-        if inputs.ndim != 4 or inputs.shape[:2] != (1, 3):
-            raise ValueError(
-                f'input of shape {tuple(inputs.shape)}: {self.onnx_file} '
-                'takes one preprocessed image of shape (1, 3, H, W)')
-        dets, labels = self.session.run(
-            list(OUTPUT_NAMES), {INPUT_NAME: inputs})
+        if (inputs.ndim != 4 or inputs.shape[1] != 3
+                or not self.batched and inputs.shape[0] != 1):
+            expected = ('preprocessed images of shape (B, 3, H, W)'
+                        if self.batched else
+                        'one preprocessed image of shape (1, 3, H, W)')
+            raise ValueError(f'input of shape {tuple(inputs.shape)}: '
+                             f'{self.onnx_file} takes {expected}')
+        feeds = {INPUT_NAME: inputs}
+        if self.batched:
+            if img_shape is None:
+                img_shape = [inputs.shape[2:]] * len(inputs)
+            feeds[IMG_SHAPE_NAME] = np.asarray(img_shape, dtype=np.int64)
+        elif img_shape is not None:
+            raise ValueError(f'{self.onnx_file} takes one image, no sizes: '
+                             'export with --batch-size for batches')
+        dets, labels = self.session.run(list(OUTPUT_NAMES), feeds)
         return dets, labels

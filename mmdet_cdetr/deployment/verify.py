@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from mmdet.structures import DetDataSample
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 # What "the same detections" means for an exported model.
 SCORE_TOL = 1e-4
@@ -67,34 +68,70 @@ def compare_detections(
         detections=len(scores))
 
 
+def _check(diffs: Dict[str, float], name: str) -> None:
+    """Raise ``ValueError`` when ``diffs`` exceed the tolerances."""
+    if (diffs['labels'] or diffs['scores'] > SCORE_TOL
+            or diffs['boxes_px'] > BOX_TOL_PX):
+        raise ValueError(
+            f'the exported model differs from PyTorch on a {name} '
+            f'image: {diffs["labels"]} labels, scores by '
+            f'{diffs["scores"]:.2g} (tolerance {SCORE_TOL}), boxes by '
+            f'{diffs["boxes_px"]:.2g} px (tolerance {BOX_TOL_PX})')
+
+
+def _predict_alone(detector: nn.Module, inputs: Tensor,
+                   sample: DetDataSample) -> Tuple[Tensor, Tensor, Tensor]:
+    """PyTorch's boxes, scores and labels of one image run alone."""
+    sample.set_metainfo(dict(batch_input_shape=tuple(inputs.shape[-2:])))
+    with torch.no_grad():
+        pred = detector.predict(
+            inputs, [sample], rescale=False)[0].pred_instances
+    return pred.bboxes, pred.scores, pred.labels
+
+
 def verify_export(detector: nn.Module,
-                  run: Callable[[Tensor], Tuple[np.ndarray, np.ndarray]],
-                  shapes: Sequence[Tuple[int, int]]) -> Dict[str, dict]:
+                  run: Callable[..., Tuple[np.ndarray, np.ndarray]],
+                  shapes: Sequence[Tuple[int, int]],
+                  batched: bool = False) -> Dict[str, dict]:
     """Check an exported model against the PyTorch detector's ``predict``
-    on a random image of each shape; raises ``ValueError`` naming the
-    shape when detections differ beyond :data:`SCORE_TOL` and
-    :data:`BOX_TOL_PX`.
+    on a random image of each shape, each run alone in PyTorch; raises
+    ``ValueError`` naming the shape when detections differ beyond
+    :data:`SCORE_TOL` and :data:`BOX_TOL_PX`.
+
+    Args:
+        run: The exported model: ``run(inputs)`` for one image, or
+            ``run(inputs, img_shape)`` for a padded batch when ``batched``.
+        shapes: (height, width) of each image.
+        batched: Give the exported model all images at once, zero-padded to
+            the largest height and width (the data preprocessor's padding
+            of normalised images), with their sizes.
 
     Returns:
         dict: ``'HxW'`` -> :func:`compare_detections`'s differences.
     """
     detector.eval()
+    images = [
+        random_image(detector, tuple(shape), seed=i)
+        for i, shape in enumerate(shapes)
+    ]
+    if batched:
+        height = max(shape[0] for shape in shapes)
+        width = max(shape[1] for shape in shapes)
+        batch = torch.cat([
+            F.pad(inputs,
+                  (0, width - inputs.shape[-1], 0, height - inputs.shape[-2]))
+            for inputs, _ in images
+        ])
+        dets, labels = run(batch, [tuple(shape) for shape in shapes])
+        outputs = [(dets[i:i + 1], labels[i:i + 1])
+                   for i in range(len(shapes))]
+    else:
+        outputs = [run(inputs) for inputs, _ in images]
     results = {}
-    for shape in shapes:
-        inputs, sample = random_image(detector, tuple(shape))
-        sample.set_metainfo(dict(batch_input_shape=tuple(shape)))
-        with torch.no_grad():
-            pred = detector.predict(
-                inputs, [sample], rescale=False)[0].pred_instances
-        diffs = compare_detections((pred.bboxes, pred.scores, pred.labels),
-                                   run(inputs))
+    for shape, (inputs, sample), output in zip(shapes, images, outputs):
+        diffs = compare_detections(
+            _predict_alone(detector, inputs, sample), output)
         name = f'{shape[0]}x{shape[1]}'
-        if (diffs['labels'] or diffs['scores'] > SCORE_TOL
-                or diffs['boxes_px'] > BOX_TOL_PX):
-            raise ValueError(
-                f'the exported model differs from PyTorch on a {name} '
-                f'image: {diffs["labels"]} labels, scores by '
-                f'{diffs["scores"]:.2g} (tolerance {SCORE_TOL}), boxes by '
-                f'{diffs["boxes_px"]:.2g} px (tolerance {BOX_TOL_PX})')
+        _check(diffs, name)
         results[name] = diffs
     return results

@@ -1,8 +1,12 @@
 """Export a detector to ONNX (mmdeploy's I/O: ``input`` (1, 3, H, W) after
 the data preprocessor, H and W dynamic; ``dets`` (1, K, 5) and ``labels``
-(1, K)) and check the file with ONNX Runtime against PyTorch before
+(1, K); with ``--batch-size N`` a dynamic batch and an ``img_shape`` (B, 2)
+input) and check the file with ONNX Runtime against PyTorch before
 reporting success."""
 import argparse
+import os
+import os.path as osp
+from typing import List, Tuple
 
 from mmengine.config import Config, DictAction
 
@@ -26,6 +30,13 @@ def parse_args() -> argparse.Namespace:
         default=[800, 1216],
         metavar=('H', 'W'),
         help='image size to trace and verify at (the file takes any size)')
+    parser.add_argument(
+        '--batch-size',
+        type=int,
+        default=1,
+        help='N > 1: export for padded batches of images of different sizes '
+        '(dynamic batch axis, each image\'s valid size an input), traced and '
+        'verified on N images of different sizes')
     parser.add_argument('--opset', type=int, default=17, help='ONNX opset')
     parser.add_argument(
         '--simplify',
@@ -54,21 +65,41 @@ def describe(diffs: dict) -> str:
              'compared' if ties else ''))
 
 
+def check_shapes(height: int, width: int,
+                 batch_size: int) -> List[Tuple[int, int]]:
+    """Image sizes to verify at: the traced one and another (its transpose,
+    or 3/4 of its height when square), each alone; or, for a batch,
+    ``batch_size`` different sizes of one padded batch, the traced one
+    first."""
+    if batch_size == 1:
+        other = (width, height) if height != width else (height * 3 // 4,
+                                                         width)
+        return [(height, width), other]
+    return [(height - height * i // (2 * batch_size),
+             width - width * (2 * i % batch_size) // (2 * batch_size))
+            for i in range(batch_size)]
+
+
 def main(args: argparse.Namespace) -> None:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     if args.checkpoint is None:
         cfg.model.backbone.init_cfg = None  # random weights, no download
+    if args.batch_size < 1:
+        raise ValueError(f'--batch-size must be positive: {args.batch_size}')
     detector = load_detector(cfg, args.checkpoint)
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     export_onnx(detector, args.out, tuple(args.shape), args.opset,
-                args.simplify)
-    height, width = args.shape
-    # A second size proves that nothing froze at the traced one.
-    shapes = [(height, width), (width, height)][:1 if height == width else 2]
-    diffs = verify_export(detector, OrtRunner(args.out), shapes)
+                args.simplify, args.batch_size)
+    # Other sizes prove that nothing froze at the traced one.
+    shapes = check_shapes(*args.shape, args.batch_size)
+    diffs = verify_export(detector, OrtRunner(args.out), shapes,
+                          args.batch_size > 1)
+    batch = f' (one batch of {len(shapes)})' if args.batch_size > 1 else ''
     checks = ', '.join(f'{name}: {describe(d)}' for name, d in diffs.items())
-    print(f'exported {args.out}; ONNX Runtime matches PyTorch ({checks})')
+    print(f'exported {args.out}; ONNX Runtime matches PyTorch{batch} '
+          f'({checks})')
 
 
 if __name__ == '__main__':

@@ -20,6 +20,11 @@ def parse_args() -> argparse.Namespace:
         default='all',
         help='ONNX Runtime graph optimisation level')
     parser.add_argument(
+        '--batch-size',
+        type=int,
+        help='images per batch (default: the config\'s); a file exported '
+        'with --batch-size runs each batch in one call')
+    parser.add_argument(
         '--threads',
         type=int,
         help='ONNX Runtime intra-op threads (default: one per core)')
@@ -32,6 +37,8 @@ def main(args: argparse.Namespace) -> None:
     cfg.model = onnxruntime_detector_cfg(
         cfg.model, args.model, optimization=args.ort_opt, threads=args.threads)
     cfg.load_from = None
+    if args.batch_size is not None:
+        cfg.test_dataloader.batch_size = args.batch_size
     apply_test_args(cfg, args)
     build_runner(cfg).test()
 
