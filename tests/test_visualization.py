@@ -292,3 +292,28 @@ def test_browse_dataset_draws_the_augmented_images(trained, synthetic_root,
         assert np.abs(drawn -
                       original[:, ::-1]).mean() < np.abs(drawn -
                                                          original).mean()
+
+
+def test_image_demo_amp_detects_what_float32_does(trained, synthetic_root,
+                                                  tmp_path):
+    """``--amp`` (bf16 autocast here) changes the scores a little: the best
+    detection is the float32 run's, its score within 0.05, its box within
+    2 px."""
+    image = sorted(Path(synthetic_root, 'val').glob('*.png'))[0]
+    preds = []
+    for flags in ([], ['--amp']):
+        out_dir = tmp_path / ('amp' if flags else 'float32')
+        result = run_tool([
+            'tools/image_demo.py',
+            str(image), trained['config'], '--weights',
+            str(trained['work_dir'] / 'epoch_2.pth'), '--out-dir',
+            str(out_dir), '--device', 'cpu'
+        ] + flags)
+        assert result.returncode == 0, result.stderr[-3000:]
+        preds.append(
+            json.loads((out_dir / 'preds' / f'{image.stem}.json').read_text()))
+    full, mixed = preds
+    assert mixed['scores'] != full['scores']  # bf16 really ran
+    assert mixed['labels'][0] == full['labels'][0]
+    assert abs(mixed['scores'][0] - full['scores'][0]) < 0.05
+    assert np.abs(np.subtract(mixed['bboxes'][0], full['bboxes'][0])).max() < 2
