@@ -7,11 +7,11 @@ TORCH_VERSION ?= 2.13.0
 DEMO_CONFIG := configs/quickstart/conditional_detr_r18_synthetic.py
 DEMO_WORK_DIR := work_dirs/demo
 
-.PHONY: install install-test demo test lint clean
+.PHONY: install install-test demo test docs-check lint clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt setup.py setup.cfg
+$(VENV)/.installed: requirements.txt setup.py setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv --system-site-packages $(VENV)
 	# Keep a torch that is already importable (e.g. a user's CUDA build);
 	# otherwise take the pinned wheel explicitly, never an unpinned one.
@@ -31,8 +31,8 @@ install-test: $(VENV)/.installed-test
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt setup.py
 	$(PIP) install -r requirements-test.txt
-	# The deployment extra (pinned onnx, onnxruntime): its tests run too.
-	$(PIP) install --no-build-isolation -e ".[deploy]"
+	# The deployment and TensorBoard extras (pinned): their tests run too.
+	$(PIP) install --no-build-isolation -e ".[deploy,tensorboard]"
 	touch $@
 
 demo: install
@@ -42,6 +42,11 @@ demo: install
 
 test: install-test
 	$(PY) -m pytest tests
+
+# Every shell command of the README and docs/ as written (after `make demo`;
+# blocks that need COCO, GPUs or placeholders are marked in the docs).
+docs-check: install-test
+	$(PY) tools/misc/docs_check.py
 
 lint: install-test
 	$(PY) -m isort --check-only --diff mmdet_cdetr configs tools tests setup.py

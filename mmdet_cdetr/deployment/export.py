@@ -40,18 +40,11 @@ def export_onnx(detector: nn.Module,
     args = (dummy,
             torch.tensor([shape] * batch_size)) if batched else (dummy, )
     input_names = [INPUT_NAME, IMG_SHAPE_NAME] if batched else [INPUT_NAME]
-    image_axes = {
-        0: 'batch',
-        2: 'height',
-        3: 'width'
-    } if batched else {
-        2: 'height',
-        3: 'width'
-    }
-    dynamic_axes = {INPUT_NAME: image_axes}
+    dynamic_axes = {INPUT_NAME: {2: 'height', 3: 'width'}}
     if batched:
-        dynamic_axes.update({IMG_SHAPE_NAME: {0: 'batch'}})
-        dynamic_axes.update({name: {0: 'batch'} for name in OUTPUT_NAMES})
+        dynamic_axes[INPUT_NAME][0] = 'batch'
+        for name in [IMG_SHAPE_NAME, *OUTPUT_NAMES]:
+            dynamic_axes[name] = {0: 'batch'}
     with torch.no_grad(), warnings.catch_warnings():
         # Tracer warnings about shapes turned into constants: the branches
         # they guard take the same way at every image size (tested).

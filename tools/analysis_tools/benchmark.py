@@ -2,12 +2,15 @@
 [CHECKPOINT]``), optionally side by side in one run with its ONNX export
 under ONNX Runtime (``--onnx``, one row per session setting) and reference
 models (``--reference``, e.g. mmdet's built-in Conditional DETR). All see
-the same random image of ``--shape``; ratios are to the config's PyTorch
-model. For training speed and memory of several detectors see
-``compare_detectors.py``."""
+the same random image(s) of ``--shape``; ratios are to the config's PyTorch
+model. With ``--batch-size N`` every timed run detects in N images: PyTorch
+and files exported with ``--batch-size`` in one call, other files one image
+after the other; images/s are printed per row. For training speed and
+memory of several detectors see ``compare_detectors.py``."""
 import argparse
 import itertools
 import os.path as osp
+import statistics
 
 import mmengine
 import torch
@@ -58,7 +61,9 @@ def parse_args() -> argparse.Namespace:
         nargs=2,
         default=[800, 1216],
         metavar=('H', 'W'),
-        help='image size (batch 1)')
+        help='image size')
+    parser.add_argument(
+        '--batch-size', type=int, default=1, help='images per timed run')
     parser.add_argument(
         '--max-iter', type=int, default=10, help='timed runs per row')
     parser.add_argument(
@@ -80,7 +85,7 @@ def main(args: argparse.Namespace) -> None:
     model = build_detector(args.config, device)
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint, map_location=device)
-    inputs, samples = make_batch(model, 1, tuple(args.shape), 0,
+    inputs, samples = make_batch(model, args.batch_size, tuple(args.shape), 0,
                                  model.bbox_head.num_classes, False)
     candidates = {'pytorch': pytorch_inference(model, inputs, samples)}
     weights = model.state_dict()
@@ -89,13 +94,17 @@ def main(args: argparse.Namespace) -> None:
         reference = build_detector(config, device)
         copy_matching_weights(reference, weights)
         candidates[name] = pytorch_inference(reference, inputs, samples)
-    image = inputs.cpu().numpy()
+    images = inputs.cpu().numpy()
     for onnx_file, opt, threads in itertools.product(args.onnx, args.ort_opt,
                                                      args.ort_threads):
         runner = OrtRunner(onnx_file, opt, threads or None)
         name = (f'onnxruntime {osp.basename(onnx_file)} opt={opt} '
                 f'threads={threads or "default"}')
-        candidates[name] = (lambda run=runner: run(image))
+        if runner.batched:
+            candidates[name] = (lambda run=runner: run(images))
+        else:
+            candidates[name] = (
+                lambda run=runner: [run(image[None]) for image in images])
     times = time_interleaved(candidates, args.max_iter, args.num_warmup,
                              device, print)
     mmengine.dump(
@@ -105,6 +114,9 @@ def main(args: argparse.Namespace) -> None:
         args.out,
         indent=2)
     print(format_latency_table(times))
+    for name, runs in times.items():
+        speed = args.batch_size / statistics.median(runs['wall'])
+        print(f'{name}: {speed:.1f} images/s')
     print(f'\nmeasurements: {args.out}')
 
 
