@@ -9,7 +9,7 @@ from mmdet.apis import DetInferencer
 from mmengine.config import Config
 
 from mmdet_cdetr.registry import DATASETS
-from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils import InputNotFoundError, report_user_errors
 
 
 def parse_args() -> argparse.Namespace:
@@ -42,7 +42,7 @@ def parse_args() -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> None:
     if not osp.exists(args.inputs):
-        raise FileNotFoundError(f'no such image or directory: {args.inputs}')
+        raise InputNotFoundError(f'no such image or directory: {args.inputs}')
     cfg = Config.fromfile(args.config)
     weights = args.weights
     if weights.endswith('.onnx'):

@@ -6,8 +6,9 @@ with mmdet's ``CocoMetric``, whatever evaluator the config names.
 import argparse
 import os.path as osp
 
-from mmdet_cdetr.utils import (add_runner_args, add_test_args, apply_test_args,
-                               build_runner, load_config, report_user_errors)
+from mmdet_cdetr.utils import (InputNotFoundError, add_runner_args,
+                               add_test_args, apply_test_args, build_runner,
+                               load_config, report_user_errors)
 
 
 def parse_args() -> argparse.Namespace:
@@ -22,7 +23,7 @@ def parse_args() -> argparse.Namespace:
 def main(args: argparse.Namespace) -> None:
     cfg = load_config(args)
     if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
+        raise InputNotFoundError(f'checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint
     apply_test_args(cfg, args)
     build_runner(cfg).test()

@@ -4,6 +4,9 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 from torch import Tensor
 
+from mmdet_cdetr.utils.errors import (ArgumentError, CheckpointError,
+                                      InputNotFoundError)
+
 # The exported graph's names (mmdeploy's detection convention).
 INPUT_NAME = 'input'
 OUTPUT_NAMES = ('dets', 'labels')
@@ -50,10 +53,11 @@ class OrtRunner:
                  providers: Sequence[str] = ('CPUExecutionProvider', )):
         ort = import_onnxruntime()
         if not osp.isfile(onnx_file):
-            raise FileNotFoundError(f'ONNX file not found: {onnx_file}')
+            raise InputNotFoundError(f'ONNX file not found: {onnx_file}')
         if optimization not in OPTIMIZATION_LEVELS:
-            raise ValueError(f'unknown graph optimisation {optimization!r}, '
-                             f'expected one of {list(OPTIMIZATION_LEVELS)}')
+            raise ArgumentError(
+                f'unknown graph optimisation {optimization!r}, '
+                f'expected one of {list(OPTIMIZATION_LEVELS)}')
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(
             ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
@@ -65,13 +69,14 @@ class OrtRunner:
                 onnx_file, options, providers=list(providers))
         except Exception as err:  # ORT's own classes, not builtins
             if type(err).__module__.startswith('onnxruntime'):
-                raise ValueError(f'{onnx_file} is not a valid ONNX model: '
-                                 f'{str(err).splitlines()[0]}') from err
+                raise CheckpointError(
+                    f'{onnx_file} is not a valid ONNX model: '
+                    f'{str(err).splitlines()[0]}') from err
             raise
         inputs = [node.name for node in self.session.get_inputs()]
         outputs = [node.name for node in self.session.get_outputs()]
         if inputs != [INPUT_NAME] or tuple(outputs) != OUTPUT_NAMES:
-            raise ValueError(
+            raise CheckpointError(
                 f'{onnx_file} has inputs {inputs} and outputs {outputs}, '
                 f'not [{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}: it was not '
                 'exported by tools/deployment/pytorch2onnx.py')
@@ -101,7 +106,7 @@ class OrtRunner:
             inputs = inputs.detach().cpu().numpy()
         inputs = np.ascontiguousarray(inputs, dtype=np.float32)
         if inputs.ndim != 4 or inputs.shape[:2] != (1, 3):
-            raise ValueError(
+            raise ArgumentError(
                 f'input of shape {tuple(inputs.shape)}: {self.onnx_file} '
                 'takes one preprocessed image of shape (1, 3, H, W)')
         dets, labels = self.session.run(

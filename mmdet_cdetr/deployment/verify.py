@@ -5,9 +5,15 @@ import torch
 from mmdet.structures import DetDataSample
 from torch import Tensor, nn
 
+from mmdet_cdetr.utils.errors import UserError
+
 # What "the same detections" means for an exported model.
 SCORE_TOL = 1e-4
 BOX_TOL_PX = 0.05
+
+
+class ExportMismatchError(UserError, ValueError):
+    """The exported model does not reproduce PyTorch's detections."""
 
 
 def random_image(detector: nn.Module,
@@ -50,8 +56,9 @@ def compare_detections(
     dets = torch.from_numpy(exported[0][0]).double()
     labels = torch.from_numpy(exported[1][0]).double()
     if dets.shape[0] != ref_scores.shape[0]:
-        raise ValueError(f'the exported model returns {dets.shape[0]} '
-                         f'detections, PyTorch {ref_scores.shape[0]}')
+        raise ExportMismatchError(
+            f'the exported model returns {dets.shape[0]} '
+            f'detections, PyTorch {ref_scores.shape[0]}')
     scores, boxes = dets[:, 4], dets[:, :4]
     tied = (scores[:, None] - ref_scores[None]).abs() <= SCORE_TOL
     candidates = tied & (labels[:, None] == ref_labels[None])
@@ -71,8 +78,8 @@ def verify_export(detector: nn.Module,
                   run: Callable[[Tensor], Tuple[np.ndarray, np.ndarray]],
                   shapes: Sequence[Tuple[int, int]]) -> Dict[str, dict]:
     """Check an exported model against the PyTorch detector's ``predict``
-    on a random image of each shape; raises ``ValueError`` naming the
-    shape when detections differ beyond :data:`SCORE_TOL` and
+    on a random image of each shape; raises :class:`ExportMismatchError`
+    naming the shape when detections differ beyond :data:`SCORE_TOL` and
     :data:`BOX_TOL_PX`.
 
     Returns:
@@ -91,7 +98,7 @@ def verify_export(detector: nn.Module,
         name = f'{shape[0]}x{shape[1]}'
         if (diffs['labels'] or diffs['scores'] > SCORE_TOL
                 or diffs['boxes_px'] > BOX_TOL_PX):
-            raise ValueError(
+            raise ExportMismatchError(
                 f'the exported model differs from PyTorch on a {name} '
                 f'image: {diffs["labels"]} labels, scores by '
                 f'{diffs["scores"]:.2g} (tolerance {SCORE_TOL}), boxes by '

@@ -9,7 +9,7 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 
 from mmdet_cdetr.registry import DATASETS, VISUALIZERS
-from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils import ArgumentError, report_user_errors
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,8 +34,8 @@ def parse_args() -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> None:
     if args.not_show and args.output_dir is None:
-        raise ValueError('nothing to do: give --output-dir or drop '
-                         '--not-show')
+        raise ArgumentError('nothing to do: give --output-dir or drop '
+                            '--not-show')
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)

@@ -12,6 +12,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from mmdet_cdetr.registry import MODELS
+from mmdet_cdetr.utils.errors import CheckpointError
 from .top_k_detections import boxes_to_original, top_k_detections
 
 
@@ -119,7 +120,7 @@ class ConditionalDETRHead(DETRHead):
         if key in state_dict and (state_dict[key].shape
                                   != self.fc_cls.weight.shape):
             if not self.reset_mismatched_classifier:
-                raise ValueError(
+                raise CheckpointError(
                     f'Checkpoint key {key!r} has shape '
                     f'{tuple(state_dict[key].shape)}, but the model built '
                     f'from the config has {tuple(self.fc_cls.weight.shape)}:'
