@@ -7,7 +7,8 @@ import argparse
 from mmengine.config import Config, DictAction
 
 from mmdet_cdetr.deployment import OrtRunner, export_onnx, verify_export
-from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils import ArgumentError, report_user_errors
+from mmdet_cdetr.utils.checkpoint_file import check_output_path
 from mmdet_cdetr.visualization import load_detector
 
 
@@ -54,7 +55,15 @@ def describe(diffs: dict) -> str:
              'compared' if ties else ''))
 
 
+MIN_SIDE = 32  # one cell of the stride-32 feature map
+
+
 def main(args: argparse.Namespace) -> None:
+    if min(args.shape) < MIN_SIDE:
+        raise ArgumentError(f'--shape {args.shape[0]} {args.shape[1]}: '
+                            f'height and width must be at least {MIN_SIDE} '
+                            'pixels (the backbone downsamples by 32)')
+    check_output_path(args.out, [args.config, args.checkpoint], force=True)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

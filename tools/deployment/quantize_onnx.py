@@ -6,7 +6,8 @@ import argparse
 from mmengine.config import Config
 
 from mmdet_cdetr.deployment import OrtRunner, calibration_images, quantize_int8
-from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils import ArgumentError, report_user_errors
+from mmdet_cdetr.utils.checkpoint_file import check_output_path
 
 
 def parse_args() -> argparse.Namespace:
@@ -24,6 +25,10 @@ def parse_args() -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> None:
     OrtRunner(args.model)  # a clear error for a missing or foreign file
+    check_output_path(args.out, [args.model, args.config], force=True)
+    if args.num_images < 1:
+        raise ArgumentError(f'--num-images {args.num_images}: calibration '
+                            'needs at least one image')
     cfg = Config.fromfile(args.config)
     quantize_int8(args.model, args.out,
                   calibration_images(cfg, args.num_images))
