@@ -6,10 +6,10 @@ import os.path as osp
 import warnings
 
 from mmdet.apis import DetInferencer
-from mmengine.config import Config
 
 from mmdet_cdetr.registry import DATASETS
 from mmdet_cdetr.utils import InputNotFoundError, report_user_errors
+from mmdet_cdetr.utils.config_options import read_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,7 +43,7 @@ def parse_args() -> argparse.Namespace:
 def main(args: argparse.Namespace) -> None:
     if not osp.exists(args.inputs):
         raise InputNotFoundError(f'no such image or directory: {args.inputs}')
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     weights = args.weights
     if weights.endswith('.onnx'):
         from mmdet_cdetr.deployment import onnxruntime_detector_cfg

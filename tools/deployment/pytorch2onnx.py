@@ -4,11 +4,12 @@ the data preprocessor, H and W dynamic; ``dets`` (1, K, 5) and ``labels``
 reporting success."""
 import argparse
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 from mmdet_cdetr.deployment import OrtRunner, export_onnx, verify_export
 from mmdet_cdetr.utils import ArgumentError, report_user_errors
 from mmdet_cdetr.utils.checkpoint_file import check_output_path
+from mmdet_cdetr.utils.config_options import check_cfg_options, read_config
 from mmdet_cdetr.visualization import load_detector
 
 
@@ -64,9 +65,9 @@ def main(args: argparse.Namespace) -> None:
                             f'height and width must be at least {MIN_SIDE} '
                             'pixels (the backbone downsamples by 32)')
     check_output_path(args.out, [args.config, args.checkpoint], force=True)
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+        cfg.merge_from_dict(check_cfg_options(cfg, args.cfg_options))
     if args.checkpoint is None:
         cfg.model.backbone.init_cfg = None  # random weights, no download
     detector = load_detector(cfg, args.checkpoint)

@@ -3,11 +3,10 @@ calibrated on training images of the config through its test pipeline.
 Evaluate the result with test_onnx.py: it changes the detections."""
 import argparse
 
-from mmengine.config import Config
-
 from mmdet_cdetr.deployment import OrtRunner, calibration_images, quantize_int8
 from mmdet_cdetr.utils import ArgumentError, report_user_errors
 from mmdet_cdetr.utils.checkpoint_file import check_output_path
+from mmdet_cdetr.utils.config_options import read_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -29,7 +28,7 @@ def main(args: argparse.Namespace) -> None:
     if args.num_images < 1:
         raise ArgumentError(f'--num-images {args.num_images}: calibration '
                             'needs at least one image')
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     quantize_int8(args.model, args.out,
                   calibration_images(cfg, args.num_images))
     print(f'quantised {args.model} -> {args.out}')
