@@ -24,7 +24,9 @@ test_dataloader = val_dataloader
 # Checked before anything is trained: the head's num_classes against every
 # data set's classes. A training run's load_from may bring a classifier for
 # another number of classes (fine-tuning: it is re-initialised and the rest
-# loads); testing and --resume refuse one. Checkpoints are written
+# loads); testing and --resume refuse one. Any other difference between a
+# checkpoint and the model (another architecture or config) is refused
+# before loading. Checkpoints are written
 # atomically, old ones removed last, with every random state, so that
 # --resume repeats the uninterrupted run (docs/long_runs.md). With several
 # processes, buffers (batch-norm statistics of a trained backbone) are
@@ -34,6 +36,7 @@ default_hooks = dict(
     checkpoint=dict(_scope_='mmdet_cdetr', type='AtomicCheckpointHook'))
 custom_hooks = [
     dict(type='NumClassCheckHook'),
+    dict(type='CheckpointFitHook'),
     dict(type='FineTuneHook'),
     dict(type='RandomStateHook'),
     dict(type='SyncBuffersHook')

@@ -5,7 +5,7 @@ scope, lets ``torch.load`` read MMEngine checkpoints with
 ``weights_only=True`` and makes ``mmdet_cdetr::`` config paths resolve to
 the installed configs.
 """
-from . import datasets, engine, models  # noqa: F401
+from . import datasets, engine, evaluation, models  # noqa: F401
 from .utils import allow_mmengine_checkpoints, register_openmmlab_package
 from .version import __version__
 

@@ -2,6 +2,7 @@
 write) leaves a work dir that ``--resume`` completes, with
 ``max_keep_ckpts=1``: the quick start's setting and MMEngine's worst case
 (it deleted epoch_1.pth before writing epoch_2.pth)."""
+import errno
 import io
 import os
 import signal
@@ -16,6 +17,7 @@ from mmengine.logging import MessageHub, MMLogger
 
 from mmdet_cdetr.engine.hooks import atomic_checkpoint_hook
 from mmdet_cdetr.registry import HOOKS
+from mmdet_cdetr.utils import CheckpointError
 
 # Imported by the training through custom_imports: with FAULT=hang, the save
 # of epoch 2 writes half its bytes, tells the test, and waits to be killed.
@@ -129,6 +131,7 @@ class _Runner:
         self.message_hub = MessageHub.get_instance(name)
         self.epoch, self.iter = 0, 0
         self.fault = None
+        self.errno = errno.ENOSPC
 
     def save_checkpoint(self, out_dir, filename, *args, meta, **kwargs):
         data = io.BytesIO()
@@ -142,7 +145,7 @@ class _Runner:
             if self.fault == 'sigterm':
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(10)  # the handler interrupts this
-            raise OSError(28, 'No space left on device (injected)')
+            raise OSError(self.errno, 'No space left on device (injected)')
 
 
 @pytest.fixture
@@ -157,13 +160,29 @@ def saving(tmp_path, request):
     hook.after_train(runner)
 
 
-def test_failure_while_writing_keeps_the_previous_checkpoint(saving, tmp_path):
+def _disk_full(tmp_path) -> str:
+    """The one line a full disk ends the run with."""
+    return (f'No space left on device \\(injected\\) while saving a '
+            f'checkpoint in {tmp_path}; the last complete checkpoint is '
+            f'{tmp_path}/epoch_1.pth: free some space and resume')
+
+
+def test_disk_full_while_writing_keeps_and_names_the_previous_checkpoint(
+        saving, tmp_path):
     hook, runner = saving
     runner.fault = 'error'
-    with pytest.raises(OSError, match='injected'):
+    with pytest.raises(CheckpointError, match=_disk_full(tmp_path)):
         hook.after_train_epoch(runner)
     _assert_epoch_1_is_the_last_checkpoint(tmp_path)
     assert not list(tmp_path.glob('.*.tmp'))
+
+
+def test_other_write_errors_keep_their_traceback(saving, tmp_path):
+    hook, runner = saving
+    runner.fault, runner.errno = 'error', errno.EIO
+    with pytest.raises(OSError, match='injected'):
+        hook.after_train_epoch(runner)
+    _assert_epoch_1_is_the_last_checkpoint(tmp_path)
 
 
 def test_sigterm_while_writing_exits_cleanly(saving, tmp_path):
@@ -187,7 +206,7 @@ def test_failure_before_last_checkpoint_is_updated(saving, tmp_path,
     monkeypatch.setattr(atomic_checkpoint_hook, 'write_text_atomically',
                         failing)
     hook, runner = saving
-    with pytest.raises(OSError, match='injected'):
+    with pytest.raises(CheckpointError, match=_disk_full(tmp_path)):
         hook.after_train_epoch(runner)
     # epoch_2.pth is complete, but the old one stays until it is named.
     assert _epoch(tmp_path / 'epoch_2.pth') == 2

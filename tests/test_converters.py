@@ -13,6 +13,7 @@ from mmdet_cdetr.converters import (COCO_CATEGORY_IDS, COCO_CLASSES,
                                     hf_default_config, load_official,
                                     official_depth, rows_from_id2label)
 from mmdet_cdetr.converters.common import rename
+from mmdet_cdetr.utils import CheckpointError
 
 
 @pytest.mark.parametrize(
@@ -92,5 +93,5 @@ def test_hf_default_config(hf_config, name):
 def test_not_an_official_checkpoint(tmp_path):
     path = tmp_path / 'mmdet.pth'
     torch.save(dict(state_dict={}, meta={}), path)
-    with pytest.raises(KeyError, match='no "model" entry'):
+    with pytest.raises(CheckpointError, match='no "model" entry'):
         load_official(str(path))

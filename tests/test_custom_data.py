@@ -12,11 +12,15 @@ from conftest import (REPO, assert_clean_error, quick_cfg, run_tool,
                       write_config)
 from mmengine.config import Config
 from mmengine.dataset import Compose
+from mmengine.fileio import LocalBackend, register_backend
 from mmengine.optim import OptimWrapper
 from mmengine.runner.checkpoint import load_state_dict
 
+from mmdet_cdetr.datasets import coco as coco_module
+from mmdet_cdetr.datasets.annotation_checks import AnnotationError
+from mmdet_cdetr.datasets.transforms import load_image
 from mmdet_cdetr.engine import FractionalMultiStepLR
-from mmdet_cdetr.registry import DATASETS, MODELS
+from mmdet_cdetr.registry import DATASETS, METRICS, MODELS, TRANSFORMS
 
 TWO_CLASSES = "dict(classes=('square', 'circle'))"
 # write_config's loaders, with the classes of `metainfo`.
@@ -198,7 +202,7 @@ def test_bad_boxes_are_dropped_or_clipped_and_reported(data_copy):
     def damage(d):
         anns = d['annotations']
         anns[0]['bbox'][2] = 0  # zero width
-        anns[1]['category_id'] = 99  # not a category of the file
+        anns[1]['bbox'][3] = -1  # negative height
         anns[2]['bbox'][0] = -5.0  # partly left of the image
         anns[3]['bbox'][:2] = [500.0, 500.0]  # entirely outside
 
@@ -207,8 +211,7 @@ def test_bad_boxes_are_dropped_or_clipped_and_reported(data_copy):
     dataset = _build_dataset(data_copy)
     report = dataset._report
     assert report.counts == {
-        'zero or negative size': 1,
-        'unknown category id': 1,
+        'zero or negative size': 2,
         'clipped to the image': 1,
         'outside the image': 1
     }
@@ -223,6 +226,229 @@ def test_bad_boxes_are_dropped_or_clipped_and_reported(data_copy):
         len(dataset.get_data_info(i)['instances'])
         for i in range(len(dataset)))
     assert kept == len(anns) - 3
+
+
+def test_labels_and_evaluation_follow_the_order_of_metainfo_classes(data_copy):
+    """Label i is classes[i] with a class list in another order than the
+    file's categories, in the data set and in CocoMetric alike."""
+    classes = ('triangle', 'square', 'circle')  # the file: square, circle, ..
+    data = json.loads(
+        (data_copy / 'annotations/instances_val.json').read_text())
+    names = {cat['id']: cat['name'] for cat in data['categories']}
+    assert tuple(names.values()) != classes
+    dataset = _build_dataset(data_copy, 'val', classes)
+    by_image = {}
+    for ann in data['annotations']:
+        by_image.setdefault(ann['image_id'],
+                            []).append(names[ann['category_id']])
+    metric = METRICS.build(
+        dict(
+            type='CocoMetric',
+            ann_file=str(data_copy / 'annotations/instances_val.json'),
+            classwise=True))
+    metric.dataset_meta = dataset.metainfo
+    for i in range(len(dataset)):
+        info = dataset.get_data_info(i)
+        labels = [inst['bbox_label'] for inst in info['instances']]
+        assert sorted(classes[label] for label in labels) == sorted(
+            by_image.get(info['img_id'], []))
+        boxes = [inst['bbox'] for inst in info['instances']]
+        metric.process({}, [
+            dict(
+                img_id=info['img_id'],
+                ori_shape=(info['height'], info['width']),
+                pred_instances=dict(
+                    bboxes=torch.tensor(boxes).reshape(-1, 4),
+                    scores=torch.ones(len(boxes)),
+                    labels=torch.tensor(labels, dtype=torch.long)))
+        ])
+    results = metric.evaluate(len(dataset))
+    for name in classes:  # the ground truth itself: AP 1 for every class
+        assert results[f'coco/{name}_precision'] == 1.0, results
+
+
+@pytest.mark.parametrize('edit, needle', [
+    (lambda d: d['images'][1].update(id=d['images'][0]['id']),
+     r'1 repeated image ids \d+$'),
+    (lambda d: d['annotations'][1].update(id=d['annotations'][0]['id']),
+     r'1 repeated annotation ids \d+$'),
+    (lambda d: d['categories'][1].update(name='square'),
+     "1 repeated category names square$"),
+    (lambda d: d['categories'][1].update(id=d['categories'][0]['id']),
+     r'1 repeated category ids \d+$'),
+    (lambda d: d['annotations'][4].update(image_id=12345),
+     r'1 annotations of an image id not in "images": annotation ids \d+ '
+     r'\(image_id 12345\)$'),
+    (lambda d: d['annotations'][4].update(category_id=99),
+     r'1 annotations of a category id not in "categories": annotation '
+     r'ids \d+ '
+     r'\(category_id 99\)$'),
+    (lambda d: d['images'][2].update(width=0),
+     r'1 images without a positive width and height: image ids \d+$'),
+])
+def test_inconsistent_annotation_file_is_one_error(data_copy, edit, needle):
+    path = _edit_annotations(data_copy, 'train', edit)
+    with pytest.raises(AnnotationError) as error:
+        _build_dataset(data_copy)
+    assert re.search(f'^COCO annotation file {path}: {needle}',
+                     str(error.value)), str(error.value)
+
+
+def _warnings(monkeypatch):
+    found = []
+    monkeypatch.setattr(coco_module, 'print_log',
+                        lambda message, **kwargs: found.append(message))
+    return found
+
+
+def test_images_dropped_by_filter_cfg_are_counted(data_copy, monkeypatch):
+
+    def add_negative_and_small(d):
+        first = d['images'][0]
+        d['images'].append(dict(first, id=1000, file_name='negative.png'))
+        d['images'].append(
+            dict(first, id=1001, file_name='small.png', width=8, height=8))
+        d['annotations'].append(
+            dict(
+                d['annotations'][0],
+                id=5000,
+                image_id=1001,
+                bbox=[0, 0, 4, 4],
+                area=16))
+
+    path = _edit_annotations(data_copy, 'train', add_negative_and_small)
+    warnings = _warnings(monkeypatch)
+    cfg = quick_cfg(str(data_copy) + '/').train_dataloader.dataset
+    cfg.filter_cfg = dict(filter_empty_gt=True, min_size=16)
+    dataset = DATASETS.build(cfg)
+    assert len(dataset) == 32
+    (line, ) = [w for w in warnings if 'filter_cfg' in w]
+    assert line.startswith(f'{path}: filter_cfg dropped ')
+    assert '1 images without annotations of the classes' in line
+    assert 'negative.png' in line
+    assert '1 images smaller than min_size=16' in line and 'small.png' in line
+
+    cfg.filter_cfg = dict(filter_empty_gt=True, min_size=10000)
+    with pytest.raises(
+            AnnotationError,
+            match=r"filter_cfg \{.*'min_size': 10000\} removed all 34 "
+            f'images of {path}: .*smaller than min_size=10000'):
+        DATASETS.build(cfg)
+
+
+def test_no_positive_box_or_no_ground_truth(data_copy):
+
+    def crowd(d):
+        for ann in d['annotations']:
+            ann['iscrowd'] = 1
+
+    path = _edit_annotations(data_copy, 'train', crowd)
+    count = len(json.loads(path.read_text())['annotations'])
+    with pytest.raises(
+            AnnotationError,
+            match=f'no usable training image in {path}: all {count} boxes '
+            'of the classes are iscrowd=1'):
+        _build_dataset(data_copy)
+    val = _edit_annotations(data_copy, 'val',
+                            lambda d: d.update(annotations=[]))
+    with pytest.raises(
+            AnnotationError,
+            match=f'no ground truth to evaluate in {val}: .*box AP would '
+            'be -1'):
+        _build_dataset(data_copy, 'val')
+
+
+def _exif_jpeg(path, width, height, orientation):
+    """A JPEG stored as width x height with an EXIF orientation tag."""
+    from PIL import Image
+    image = Image.new('RGB', (width, height), (200, 30, 30))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(path, exif=exif.tobytes())
+
+
+def test_image_is_decoded_in_the_orientation_its_annotation_describes(
+        tmp_path, monkeypatch):
+    path = tmp_path / 'rotated.jpg'
+    _exif_jpeg(path, 64, 32, orientation=6)  # shown as 32 wide, 64 high
+    warnings = []
+    monkeypatch.setattr(load_image, 'print_log',
+                        lambda message, **kwargs: warnings.append(message))
+    load = TRANSFORMS.build(dict(type='LoadImageFromFile'))
+    assert isinstance(load, load_image.LoadImageFromFile)
+    shown = load(dict(img_path=str(path), height=64, width=32))
+    assert shown['img'].shape[:2] == (64, 32) and not warnings
+    stored = load(dict(img_path=str(path), height=32, width=64))
+    assert stored['img'].shape[:2] == stored['img_shape'] == (32, 64)
+    assert len(warnings) == 1 and 'EXIF orientation ignored' in warnings[0]
+    with pytest.raises(
+            load_image.ImageSizeError,
+            match=f'image {path} decodes as 32x64 or 64x32 with its EXIF '
+            r'orientation ignored \(width x height\), but its annotation '
+            'lists 640x480'):
+        load(dict(img_path=str(path), height=480, width=640))
+
+
+def test_image_of_another_size_than_annotated_is_named(data_copy, tmp_path):
+    """640x480 in the file, 128x128 on disk: one error from the worker."""
+    data = json.loads(
+        (data_copy / 'annotations/instances_train.json').read_text())
+    image = data['images'][0]
+
+    def enlarge(d):
+        d['images'][0].update(width=640, height=480)
+
+    _edit_annotations(data_copy, 'train', enlarge)
+    dataset = _build_dataset(data_copy)
+    index = next(
+        i for i in range(len(dataset))
+        if dataset.get_data_info(i)['img_id'] == image['id'])
+    with pytest.raises(
+            load_image.ImageSizeError,
+            match=f'{image["file_name"]} decodes as 128x128 .*lists 640x480'
+            '.*listed in .*instances_train.json'):
+        dataset.prepare_data(index)
+
+
+class _PrefixedLocalBackend(LocalBackend):
+    """Files of the local disk under ``cdetrtest://``, recording each path
+    it serves: a stand-in for object storage."""
+    served: list = []
+
+    def _local(self, path):
+        path = str(path)
+        _PrefixedLocalBackend.served.append(path)
+        return path[len('cdetrtest://'):]
+
+    def get(self, filepath):
+        return super().get(self._local(filepath))
+
+    def exists(self, filepath):
+        return super().exists(self._local(filepath))
+
+    def isfile(self, filepath):
+        return super().isfile(self._local(filepath))
+
+    def get_local_path(self, filepath):
+        return super().get_local_path(self._local(filepath))
+
+
+def test_data_is_read_through_mmengine_fileio(data_copy):
+    register_backend(
+        'cdetrtest', _PrefixedLocalBackend, force=True, prefixes='cdetrtest')
+    _PrefixedLocalBackend.served.clear()
+    root = f'cdetrtest://{data_copy}/'
+    cfg = quick_cfg(root).train_dataloader.dataset
+    cfg.backend_args = dict(backend='cdetrtest')
+    dataset = DATASETS.build(cfg)
+    dataset[0]
+    served = _PrefixedLocalBackend.served
+    assert f'{root}annotations/instances_train.json' in served
+    assert any(path.startswith(f'{root}train/') for path in served)
+    missing = dataset.get_data_info(1)['img_path']
+    (data_copy / missing[len(root):]).unlink()
+    with pytest.raises(FileNotFoundError, match=f'Image not found: {missing}'):
+        dataset.prepare_data(1)
 
 
 def test_undecodable_image_in_train_and_val(data_copy, tmp_path, trained):

@@ -15,6 +15,7 @@ from mmdet.apis import DetInferencer, inference_detector, init_detector
 
 from mmdet_cdetr.datasets import SYNTHETIC_CLASSES as CLASSES
 from mmdet_cdetr.models import ConditionalDETR, ConditionalDETRHead
+from mmdet_cdetr.utils import ArgumentError
 from mmdet_cdetr.visualization import (ATTENTION_PARTS, attention_weights,
                                        collect_attention,
                                        forward_recording_attention,
@@ -223,7 +224,7 @@ def test_scalar_log_series_and_train_time(tmp_path):
     key, records, is_val = scalar_series(log, 'bbox_mAP')
     assert key == 'coco/bbox_mAP' and is_val
     assert [(r['epoch_x'], r[key]) for r in records] == [(1, 0.1), (2, 0.3)]
-    with pytest.raises(KeyError, match='no .nope. in the log of run'):
+    with pytest.raises(ArgumentError, match='no .nope. in the log of run'):
         scalar_series(log, 'nope')
     # the first record of each epoch is left out: epoch 1 [0.5],
     # epoch 2 [0.4, 0.2]

@@ -10,6 +10,14 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+require_count "the process count (GPUS)" "$GPUS"
+require_count NNODES "$NNODES"
+require_count NODE_RANK "$NODE_RANK" 0
+if [ "$NODE_RANK" -ge "$NNODES" ]; then
+    echo "error: NODE_RANK=$NODE_RANK must be below NNODES=$NNODES" >&2
+    exit 1
+fi
+require_count PORT "$PORT"
 
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \

@@ -6,11 +6,12 @@ import os.path as osp
 import warnings
 
 from mmdet.apis import DetInferencer
-from mmengine.config import Config
 from mmengine.runner.amp import autocast
 
 from mmdet_cdetr.registry import DATASETS
-from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils import (ArgumentError, InputNotFoundError,
+                               report_user_errors)
+from mmdet_cdetr.utils.config_options import read_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,13 +48,14 @@ def parse_args() -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> None:
     if not osp.exists(args.inputs):
-        raise FileNotFoundError(f'no such image or directory: {args.inputs}')
-    cfg = Config.fromfile(args.config)
+        raise InputNotFoundError(f'no such image or directory: {args.inputs}')
+    cfg = read_config(args.config)
     weights = args.weights
     if weights.endswith('.onnx'):
         if args.amp:
-            raise ValueError('--amp applies to PyTorch checkpoints; an .onnx '
-                             'file runs in the precision it was exported in')
+            raise ArgumentError(
+                '--amp applies to PyTorch checkpoints; an .onnx '
+                'file runs in the precision it was exported in')
         from mmdet_cdetr.deployment import onnxruntime_detector_cfg
         cfg.model = onnxruntime_detector_cfg(cfg.model, weights)
         weights = None

@@ -10,3 +10,12 @@ if [ -z "${PYTHON:-}" ]; then
     fi
 fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+
+# require_count NAME VALUE [MIN]: VALUE must be a whole number >= MIN (1),
+# else one error line and exit status 1 (torchrun would fail deep inside).
+require_count() {
+    if ! [[ "$2" =~ ^[0-9]+$ ]] || [ "$2" -lt "${3:-1}" ]; then
+        echo "error: $1 must be a whole number >= ${3:-1}, got '$2'" >&2
+        exit 1
+    fi
+}

@@ -13,6 +13,9 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
+require_count GPUS "$GPUS"
+require_count GPUS_PER_NODE "$GPUS_PER_NODE"
+require_count CPUS_PER_TASK "$CPUS_PER_TASK"
 
 # SRUN_ARGS is split into words on purpose: it holds several options.
 # shellcheck disable=SC2086

@@ -8,9 +8,9 @@ tests on each image and its horizontal flip (mmdet's ``DetTTAModel``).
 import argparse
 import os.path as osp
 
-from mmdet_cdetr.utils import (add_runner_args, add_test_args, apply_test_args,
-                               build_runner, load_config, report_user_errors,
-                               use_flip_tta)
+from mmdet_cdetr.utils import (InputNotFoundError, add_runner_args,
+                               add_test_args, apply_test_args, build_runner,
+                               load_config, report_user_errors, use_flip_tta)
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,7 +33,7 @@ def parse_args() -> argparse.Namespace:
 def main(args: argparse.Namespace) -> None:
     cfg = load_config(args)
     if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
+        raise InputNotFoundError(f'checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint
     apply_test_args(cfg, args)
     if args.amp:

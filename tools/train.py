@@ -4,8 +4,9 @@ import argparse
 import torch
 from mmengine.device import is_mlu_available, is_npu_available
 
-from mmdet_cdetr.utils import (add_runner_args, build_runner, load_config,
-                               lock_work_dir, report_user_errors)
+from mmdet_cdetr.utils import (ConfigError, add_runner_args, apply_resume,
+                               build_runner, load_config, lock_work_dir,
+                               report_user_errors)
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,13 +52,10 @@ def main(args: argparse.Namespace) -> None:
         use_mixed_precision(cfg.optim_wrapper)
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-            raise KeyError(f'{args.config} has no auto_scale_lr.'
-                           'base_batch_size, needed by --auto-scale-lr')
+            raise ConfigError(f'{args.config} has no auto_scale_lr.'
+                              'base_batch_size, needed by --auto-scale-lr')
         cfg.auto_scale_lr.enable = True
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        cfg.resume, cfg.load_from = True, args.resume
+    apply_resume(cfg, args.resume)
     with lock_work_dir(cfg.work_dir, cfg.launcher):
         build_runner(cfg).train()
 

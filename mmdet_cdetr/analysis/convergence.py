@@ -20,6 +20,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from mmdet_cdetr.utils.errors import InputNotFoundError
 from mmdet_cdetr.visualization.training_logs import read_json_lines
 
 AP_KEY = 'coco/bbox_mAP'
@@ -84,7 +85,7 @@ def read_ap_curve(work_dir: str) -> Curve:
     """
     runs = sorted(glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     if not runs:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f'no training log (*/vis_data/scalars.json) in {work_dir}')
     curve = {
         int(record['step']): (record[AP_KEY], record.get(AP50_KEY, 0.))

@@ -10,6 +10,8 @@ from typing import Dict, List, Mapping
 from mmdet.datasets import CocoDataset
 from torch import Tensor
 
+from mmdet_cdetr.utils.errors import CheckpointError
+
 COCO_CLASSES = tuple(CocoDataset.METAINFO['classes'])
 # COCO 2017 category id of each mmdet label.
 COCO_CATEGORY_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18,
@@ -28,7 +30,7 @@ def rows_from_id2label(id2label: Mapping) -> List[int]:
         rows_by_name.setdefault(str(name).strip().lower(), int(row))
     missing = [name for name in COCO_CLASSES if name not in rows_by_name]
     if missing:
-        raise ValueError(
+        raise CheckpointError(
             f'id2label has no class named {", ".join(missing)}: the '
             'checkpoint was not trained on the COCO classes')
     return [rows_by_name[name] for name in COCO_CLASSES]
@@ -45,8 +47,9 @@ def select_classifier_rows(state_dict: Dict[str, Tensor],
     if weight is None:
         return 'no classifier in the source'
     if max(rows) >= len(weight):
-        raise ValueError(f'the classifier has {len(weight)} logits, fewer '
-                         f'than the COCO mapping needs ({max(rows) + 1})')
+        raise CheckpointError(
+            f'the classifier has {len(weight)} logits, fewer '
+            f'than the COCO mapping needs ({max(rows) + 1})')
     for key in CLASSIFIER_KEYS:
         if key in state_dict:
             state_dict[key] = state_dict[key][rows]

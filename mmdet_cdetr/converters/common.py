@@ -20,6 +20,9 @@ from mmengine.registry import init_default_scope
 from torch import Tensor
 
 from mmdet_cdetr.registry import MODELS
+from mmdet_cdetr.utils.checkpoint_file import check_output_path
+from mmdet_cdetr.utils.errors import (ArgumentError, CheckpointError,
+                                      InputNotFoundError)
 from .coco_labels import COCO_CLASSES
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / 'configs'
@@ -30,7 +33,7 @@ Replacement = Union[str, Callable[[re.Match], str]]
 Rule = Tuple[str, Replacement]
 
 
-class IncompleteConversionError(ValueError):
+class IncompleteConversionError(CheckpointError):
     """The converted checkpoint would not fill the whole model."""
 
 
@@ -172,7 +175,7 @@ def load_checkpoint_file(path: str) -> dict:
     """``torch.load`` a checkpoint with ``weights_only=True``; a missing
     file is reported as such."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f'checkpoint not found: {path}')
+        raise InputNotFoundError(f'checkpoint not found: {path}')
     return torch.load(path, map_location='cpu', weights_only=True)
 
 
@@ -185,11 +188,11 @@ def zoo_config(depth: int, dc5: bool = False) -> str:
         (101, True): 'conditional_detr_r101_dc5_8x1_50e_coco.py',
     }.get((depth, dc5))
     if name is None:
-        raise ValueError(f'no config of ours for ResNet-{depth}; pass '
-                         '--config for the model the checkpoint fits')
+        raise ArgumentError(f'no config of ours for ResNet-{depth}; pass '
+                            '--config for the model the checkpoint fits')
     path = CONFIGS_DIR / name
     if not path.is_file():
-        raise FileNotFoundError(f'config not found: {path}; pass --config')
+        raise InputNotFoundError(f'config not found: {path}; pass --config')
     return str(path)
 
 
@@ -198,8 +201,9 @@ def resnet_depth(num_blocks: Sequence[int]) -> int:
     depths = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
     depth = depths.get(tuple(num_blocks))
     if depth is None:
-        raise ValueError(f'unknown ResNet with {tuple(num_blocks)} blocks '
-                         'per stage; pass --config for its model')
+        raise CheckpointError(
+            f'unknown ResNet with {tuple(num_blocks)} blocks '
+            'per stage; pass --config for its model')
     return depth
 
 
@@ -221,6 +225,10 @@ def converter_parser(description: str, source: str) -> argparse.ArgumentParser:
         '--allow-partial',
         action='store_true',
         help='write the checkpoint even if it leaves model keys unfilled')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='overwrite DST if it exists (never the source)')
     return parser
 
 
@@ -231,7 +239,9 @@ def convert_and_save(conversion: Conversion,
                      dataset_meta: Optional[dict] = None) -> None:
     """Check against the model of ``config``, report and write a
     conversion as the converter CLIs do (``args`` from
-    :func:`converter_parser`)."""
+    :func:`converter_parser`); DST is never the source, and an existing
+    DST only with ``--force``."""
+    check_output_path(args.dst, [args.src], args.force)
     meta = dict(
         dataset_meta=dataset_meta or dict(classes=COCO_CLASSES),
         converted_from=dict(kind=source_kind, path=str(args.src)),

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from mmdet_cdetr.utils.errors import CheckpointError, InputNotFoundError
 from .coco_labels import rows_from_id2label, select_classifier_rows
 from .common import (Conversion, Rule, load_checkpoint_file, rename,
                      resnet_depth, zoo_config)
@@ -131,14 +132,14 @@ def load_huggingface(
             if (path / name).is_file()
         ]
         if not found:
-            raise FileNotFoundError(f'{path} holds neither model.safetensors '
-                                    'nor pytorch_model.bin')
+            raise InputNotFoundError(f'{path} holds neither model.safetensors '
+                                     'nor pytorch_model.bin')
         path = found[0]
     if not path.is_file():
-        raise FileNotFoundError(f'checkpoint not found: {path}')
+        raise InputNotFoundError(f'checkpoint not found: {path}')
     config_path = Path(hf_config) if hf_config else path.parent / 'config.json'
     if not config_path.is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f'HuggingFace config not found: {config_path} (its id2label '
             'decides the label mapping; pass --hf-config)')
     config = json.loads(config_path.read_text())
@@ -159,8 +160,8 @@ def hf_default_config(hf_config: dict) -> str:
             'backbone') or 'resnet50'
         match = re.fullmatch(r'resnet(\d+)', name)
         if match is None:
-            raise ValueError(f'backbone {name!r} is not a ResNet; pass '
-                             '--config for its model')
+            raise CheckpointError(f'backbone {name!r} is not a ResNet; pass '
+                                  '--config for its model')
         depth = int(match[1])
     return zoo_config(depth, dc5=bool(hf_config.get('dilation')))
 

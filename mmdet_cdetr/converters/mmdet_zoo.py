@@ -10,6 +10,7 @@ from typing import Dict, Tuple
 
 from torch import Tensor
 
+from mmdet_cdetr.utils.errors import CheckpointError
 from .common import Conversion, load_checkpoint_file
 
 
@@ -17,9 +18,9 @@ def load_mmdet(path: str) -> Tuple[Dict[str, Tensor], dict]:
     """State dict and meta of an MMEngine checkpoint."""
     checkpoint = load_checkpoint_file(path)
     if 'state_dict' not in checkpoint:
-        raise KeyError(f'{path} has no "state_dict" entry (keys: '
-                       f'{", ".join(map(str, checkpoint))}): not an '
-                       'MMEngine checkpoint')
+        raise CheckpointError(f'{path} has no "state_dict" entry (keys: '
+                              f'{", ".join(map(str, checkpoint))}): not an '
+                              'MMEngine checkpoint')
     return checkpoint['state_dict'], checkpoint.get('meta') or {}
 
 

@@ -21,6 +21,7 @@ import torch
 from mmengine.config import Config
 from torch import Tensor
 
+from mmdet_cdetr.utils.errors import CheckpointError
 from .coco_labels import COCO_CATEGORY_IDS, select_classifier_rows
 from .common import (Conversion, Rule, load_checkpoint_file, rename,
                      resnet_depth)
@@ -80,9 +81,9 @@ def load_official(path: str) -> Dict[str, Tensor]:
     with torch.serialization.safe_globals([argparse.Namespace]):
         checkpoint = load_checkpoint_file(path)
     if 'model' not in checkpoint:
-        raise KeyError(f'{path} has no "model" entry (keys: '
-                       f'{", ".join(map(str, checkpoint))}): not a '
-                       'checkpoint of the official repository')
+        raise CheckpointError(f'{path} has no "model" entry (keys: '
+                              f'{", ".join(map(str, checkpoint))}): not a '
+                              'checkpoint of the official repository')
     return checkpoint['model']
 
 

@@ -2,20 +2,26 @@
 
 mmdet's ``CocoDataset`` drops bad boxes silently, keeps boxes that leave
 the image unclipped, and lets a NaN through to the Hungarian matcher, where
-scipy fails mid-run without naming the image. Here every annotation is
-either kept, repaired (clipped to the image) or dropped with a reason that
-is counted and reported once per split; values that cannot be repaired
-(non-finite coordinates) are an error naming the image and annotation.
+scipy fails mid-run without naming the image. pycocotools indexes images,
+annotations and categories by id, so a repeated id silently merges two
+entries, and an annotation of an image or category the file does not list
+is silently ignored. Here an inconsistent file is an error naming it and
+the offending ids or names; every annotation is either kept, repaired
+(clipped to the image) or dropped with a reason that is counted and
+reported once per split; values that cannot be repaired (non-finite
+coordinates) are an error naming the image and annotation.
 """
 import math
 from collections import Counter, defaultdict
 from typing import Dict, List, Sequence
 
+from mmdet_cdetr.utils.errors import UserError
+
 REQUIRED_KEYS = ('images', 'annotations', 'categories')
 _EXAMPLES_PER_REASON = 3
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """The annotation file is readable but unusable; the message names it."""
 
 
@@ -38,6 +44,51 @@ def check_structure(dataset: dict, ann_file: str) -> None:
                 f'be a list, not {type(dataset[key]).__name__}')
 
 
+def check_consistency(dataset: dict, ann_file: str) -> None:
+    """Ids unique per list, sizes positive, every annotation of a listed
+    image and category, category names unique."""
+    for key, what in (('images', 'image'), ('annotations', 'annotation'),
+                      ('categories', 'category')):
+        _unique(ann_file, what + ' ids',
+                [entry.get('id') for entry in dataset[key]])
+    _unique(ann_file, 'category names',
+            [cat.get('name') for cat in dataset['categories']])
+    bad_sizes = [
+        img.get('id') for img in dataset['images'] if not all(
+            isinstance(img.get(k), (int, float)) and img.get(k) > 0
+            for k in ('width', 'height'))
+    ]
+    _refuse(ann_file, bad_sizes, 'images without a positive width and '
+            'height: image ids')
+    image_ids = {img.get('id') for img in dataset['images']}
+    category_ids = {cat.get('id') for cat in dataset['categories']}
+    anns = dataset['annotations']
+    _refuse(ann_file, [
+        f'{a.get("id")} (image_id {a.get("image_id")})'
+        for a in anns if a.get('image_id') not in image_ids
+    ], 'annotations of an image id not in "images": annotation ids')
+    _refuse(
+        ann_file, [
+            f'{a.get("id")} (category_id {a.get("category_id")})'
+            for a in anns if a.get('category_id') not in category_ids
+        ], 'annotations of a category id not in "categories": annotation ids')
+
+
+def _unique(ann_file: str, what: str, values: list) -> None:
+    repeated = [value for value, n in Counter(values).items() if n > 1]
+    _refuse(ann_file, repeated, f'repeated {what}')
+
+
+def _refuse(ann_file: str, offenders: list, what: str) -> None:
+    if offenders:
+        shown = ', '.join(map(str, offenders[:_EXAMPLES_PER_REASON]))
+        more = (f' and {len(offenders) - _EXAMPLES_PER_REASON} more'
+                if len(offenders) > _EXAMPLES_PER_REASON else '')
+        raise AnnotationError(
+            f'COCO annotation file {ann_file}: {len(offenders)} {what} '
+            f'{shown}{more}')
+
+
 def check_class_names(classes: Sequence[str], categories: List[dict],
                       ann_file: str) -> None:
     """Every class of ``metainfo.classes`` must name a category of the
@@ -56,12 +107,10 @@ class AnnotationReport:
 
     Args:
         ann_file: The annotation file, named in messages.
-        known_category_ids: Category ids the file defines.
     """
 
-    def __init__(self, ann_file: str, known_category_ids: Sequence[int]):
+    def __init__(self, ann_file: str):
         self.ann_file = ann_file
-        self.known_category_ids = set(known_category_ids)
         self.counts: Counter = Counter()
         self.examples: Dict[str, List[str]] = defaultdict(list)
 
@@ -82,9 +131,6 @@ class AnnotationReport:
                     f'annotation id {ann.get("id")} of image '
                     f'{img_info.get("file_name")} has bbox {bbox}: need 4 '
                     f'finite numbers (x, y, w, h) (in {self.ann_file})')
-            if ann.get('category_id') not in self.known_category_ids:
-                self._note('unknown category id', ann, img_info)
-                continue
             x, y, w, h = bbox
             if w <= 0 or h <= 0 or ann.get('area', w * h) <= 0:
                 self._note('zero or negative size', ann, img_info)

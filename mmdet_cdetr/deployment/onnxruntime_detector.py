@@ -9,6 +9,7 @@ from torch import Tensor
 
 from mmdet_cdetr.models.dense_heads import boxes_to_original
 from mmdet_cdetr.registry import MODELS
+from mmdet_cdetr.utils.errors import ConfigError
 from .ort_runner import OrtRunner
 
 
@@ -42,7 +43,7 @@ class ONNXRuntimeDetector(BaseModel):
         self.runner = OrtRunner(onnx_file, **runner_kwargs)
         exported = self.runner.num_classes
         if None not in (num_classes, exported) and num_classes != exported:
-            raise ValueError(
+            raise ConfigError(
                 f'{onnx_file} was exported for {exported} classes, but the '
                 f'config has model.bbox_head.num_classes={num_classes}: use '
                 'the config the model was exported from')

@@ -4,6 +4,9 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 from torch import Tensor
 
+from mmdet_cdetr.utils.errors import (ArgumentError, CheckpointError,
+                                      InputNotFoundError)
+
 # The exported graph's names (mmdeploy's detection convention).
 INPUT_NAME = 'input'
 OUTPUT_NAMES = ('dets', 'labels')
@@ -53,10 +56,11 @@ class OrtRunner:
                  providers: Sequence[str] = ('CPUExecutionProvider', )):
         ort = import_onnxruntime()
         if not osp.isfile(onnx_file):
-            raise FileNotFoundError(f'ONNX file not found: {onnx_file}')
+            raise InputNotFoundError(f'ONNX file not found: {onnx_file}')
         if optimization not in OPTIMIZATION_LEVELS:
-            raise ValueError(f'unknown graph optimisation {optimization!r}, '
-                             f'expected one of {list(OPTIMIZATION_LEVELS)}')
+            raise ArgumentError(
+                f'unknown graph optimisation {optimization!r}, '
+                f'expected one of {list(OPTIMIZATION_LEVELS)}')
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(
             ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
@@ -68,14 +72,15 @@ class OrtRunner:
                 onnx_file, options, providers=list(providers))
         except Exception as err:  # ORT's own classes, not builtins
             if type(err).__module__.startswith('onnxruntime'):
-                raise ValueError(f'{onnx_file} is not a valid ONNX model: '
-                                 f'{str(err).splitlines()[0]}') from err
+                raise CheckpointError(
+                    f'{onnx_file} is not a valid ONNX model: '
+                    f'{str(err).splitlines()[0]}') from err
             raise
         inputs = [node.name for node in self.session.get_inputs()]
         outputs = [node.name for node in self.session.get_outputs()]
         if (inputs not in ([INPUT_NAME], [INPUT_NAME, IMG_SHAPE_NAME])
                 or tuple(outputs) != OUTPUT_NAMES):
-            raise ValueError(
+            raise CheckpointError(
                 f'{onnx_file} has inputs {inputs} and outputs {outputs}, '
                 f'not [{INPUT_NAME!r}] (or [{INPUT_NAME!r}, '
                 f'{IMG_SHAPE_NAME!r}]) and {list(OUTPUT_NAMES)}: it was not '
@@ -117,15 +122,15 @@ class OrtRunner:
             expected = ('preprocessed images of shape (B, 3, H, W)'
                         if self.batched else
                         'one preprocessed image of shape (1, 3, H, W)')
-            raise ValueError(f'input of shape {tuple(inputs.shape)}: '
-                             f'{self.onnx_file} takes {expected}')
+            raise ArgumentError(f'input of shape {tuple(inputs.shape)}: '
+                                f'{self.onnx_file} takes {expected}')
         feeds = {INPUT_NAME: inputs}
         if self.batched:
             if img_shape is None:
                 img_shape = [inputs.shape[2:]] * len(inputs)
             feeds[IMG_SHAPE_NAME] = np.asarray(img_shape, dtype=np.int64)
         elif img_shape is not None:
-            raise ValueError(f'{self.onnx_file} takes one image, no sizes: '
-                             'export with --batch-size for batches')
+            raise ArgumentError(f'{self.onnx_file} takes one image, no sizes: '
+                                'export with --batch-size for batches')
         dets, labels = self.session.run(list(OUTPUT_NAMES), feeds)
         return dets, labels

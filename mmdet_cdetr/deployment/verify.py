@@ -6,9 +6,15 @@ from mmdet.structures import DetDataSample
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from mmdet_cdetr.utils.errors import UserError
+
 # What "the same detections" means for an exported model.
 SCORE_TOL = 1e-4
 BOX_TOL_PX = 0.05
+
+
+class ExportMismatchError(UserError, ValueError):
+    """The exported model does not reproduce PyTorch's detections."""
 
 
 def random_image(detector: nn.Module,
@@ -51,8 +57,9 @@ def compare_detections(
     dets = torch.from_numpy(exported[0][0]).double()
     labels = torch.from_numpy(exported[1][0]).double()
     if dets.shape[0] != ref_scores.shape[0]:
-        raise ValueError(f'the exported model returns {dets.shape[0]} '
-                         f'detections, PyTorch {ref_scores.shape[0]}')
+        raise ExportMismatchError(
+            f'the exported model returns {dets.shape[0]} '
+            f'detections, PyTorch {ref_scores.shape[0]}')
     scores, boxes = dets[:, 4], dets[:, :4]
     tied = (scores[:, None] - ref_scores[None]).abs() <= SCORE_TOL
     candidates = tied & (labels[:, None] == ref_labels[None])
@@ -69,10 +76,11 @@ def compare_detections(
 
 
 def _check(diffs: Dict[str, float], name: str) -> None:
-    """Raise ``ValueError`` when ``diffs`` exceed the tolerances."""
+    """Raise :class:`ExportMismatchError` when ``diffs`` exceed the
+    tolerances."""
     if (diffs['labels'] or diffs['scores'] > SCORE_TOL
             or diffs['boxes_px'] > BOX_TOL_PX):
-        raise ValueError(
+        raise ExportMismatchError(
             f'the exported model differs from PyTorch on a {name} '
             f'image: {diffs["labels"]} labels, scores by '
             f'{diffs["scores"]:.2g} (tolerance {SCORE_TOL}), boxes by '
@@ -95,7 +103,7 @@ def verify_export(detector: nn.Module,
                   batched: bool = False) -> Dict[str, dict]:
     """Check an exported model against the PyTorch detector's ``predict``
     on a random image of each shape, each run alone in PyTorch; raises
-    ``ValueError`` naming the shape when detections differ beyond
+    :class:`ExportMismatchError` naming the shape when detections differ beyond
     :data:`SCORE_TOL` and :data:`BOX_TOL_PX`.
 
     Args:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmdet_cdetr.utils.errors import ConfigError
 from .device_choices import numpy_dropout_masks
 
 
@@ -33,7 +34,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     if not training or p == 0 or p >= 1 or not numpy_dropout_masks(x.device):
         return F.dropout(x, p, training)
     if p < 0:
-        raise ValueError(f'dropout probability must be in [0, 1], got {p}')
+        raise ConfigError(f'dropout probability must be in [0, 1], got {p}')
     return x * keep_mask(x.shape, p).to(x.dtype).mul_(1 / (1 - p))
 
 

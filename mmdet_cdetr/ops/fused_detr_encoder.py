@@ -6,6 +6,7 @@ from mmdet.models.layers import DetrTransformerEncoder
 from torch import Tensor
 
 from mmdet_cdetr.registry import MODELS
+from mmdet_cdetr.utils.errors import ConfigError
 from .attention import blocked_mask, multi_head_attention, split_heads
 from .fast_dropout import use_fast_dropout
 
@@ -31,7 +32,7 @@ class FusedDetrTransformerEncoder(DetrTransformerEncoder):
             attn = layer.self_attn.attn
             if (not attn._qkv_same_embed_dim or attn.bias_k is not None
                     or attn.add_zero_attn):
-                raise ValueError(
+                raise ConfigError(
                     f'encoder layer {index}: FusedDetrTransformerEncoder '
                     'supports plain self-attention only (no kdim/vdim, '
                     'add_bias_kv or add_zero_attn).')

@@ -7,18 +7,26 @@ off the allow-list). A PyTorch checkpoint is a zip archive whose directory is
 at its end, so one look at the file tells complete from truncated before
 anything is loaded.
 """
+import logging
 import os.path as osp
+import pickle
 import zipfile
-from typing import Optional
+from typing import List, Optional, Sequence
 
+import torch
 from mmengine.config import Config
+from mmengine.logging import print_log
+from torch import nn
+
+from .checkpoint_safety import refused_checkpoint
+from .errors import ArgumentError, CheckpointError
 
 # What torch.save writes first in its pre-1.6 (non-zip) format: protocol 2,
 # then the pickled magic number 0x1950a86a20f9469cfc6c.
 LEGACY_MAGIC = b'\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19'
 
 
-class InvalidCheckpointError(ValueError):
+class InvalidCheckpointError(CheckpointError):
     """The file is not a complete PyTorch checkpoint."""
 
 
@@ -62,3 +70,112 @@ def checkpoint_to_load(cfg: Config) -> Optional[str]:
                 'resume from (write its path there, or pass --resume PATH)')
         return path
     return cfg.get('load_from')
+
+
+def apply_resume(cfg: Config, resume: Optional[str]) -> None:
+    """Set ``cfg`` up for ``tools/train.py --resume [PATH]`` (``'auto'``
+    without a path), saying in one line what becomes of the config's
+    ``load_from``: MMEngine's runner would drop it silently, and with
+    nothing to resume in the work dir train from scratch instead of from
+    the weights the config starts from."""
+    if resume is None:
+        return
+    load_from = cfg.get('load_from')
+    if resume != 'auto':
+        cfg.resume, cfg.load_from = True, resume
+        if load_from and load_from != resume:
+            _note(f'--resume {resume}: the config\'s load_from={load_from} '
+                  'is not loaded (a resumed run continues from its own '
+                  'checkpoint)')
+        return
+    has_checkpoint = osp.isfile(osp.join(cfg.work_dir, 'last_checkpoint'))
+    if load_from and not has_checkpoint:
+        cfg.resume = False
+        _note(f'--resume: {cfg.work_dir} has no checkpoint to resume from; '
+              f'starting a new run from load_from={load_from}')
+        return
+    cfg.resume, cfg.load_from = True, None
+    if load_from:
+        _note(f'--resume: continuing the run in {cfg.work_dir} from its '
+              f'last checkpoint; the config\'s load_from={load_from} (where '
+              'the run started) is not loaded again')
+
+
+def _note(message: str) -> None:
+    print_log(message, logger='current', level=logging.WARNING)
+
+
+def check_output_path(out: str,
+                      inputs: Sequence[str] = (),
+                      force: bool = False) -> None:
+    """Refuse to write ``out`` over one of the tool's ``inputs`` (ever) or
+    over any existing file (unless ``force``): a checkpoint overwritten by
+    its own conversion has lost its training state for good."""
+    if not osp.exists(out):
+        return
+    for source in inputs:
+        if source and osp.exists(source) and osp.samefile(source, out):
+            raise ArgumentError(f'output {out} is the input {source}: '
+                                'choose another output file')
+    if osp.isdir(out):
+        raise ArgumentError(f'output {out} is a directory: give a file name')
+    if not force:
+        raise ArgumentError(f'output {out} exists: pass --force to '
+                            'overwrite it, or choose another name')
+
+
+# The classifier, whose shape alone differing is a class-count mismatch:
+# the head reports it (or re-initialises it when fine-tuning).
+CLASSIFIER_KEYS = ('fc_cls.weight', 'fc_cls.bias')
+_SHOWN = 3
+
+
+def check_checkpoint_fits(model: nn.Module, path: str) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` and its first
+    differences unless the checkpoint's state dict has exactly the model's
+    keys and shapes (as MMEngine loads it: under ``state_dict``, without a
+    ``module.`` prefix). A classifier of another class count is left to
+    the head, whose message says so. Unpickling is refused as
+    ``torch.load`` with ``weights_only=True`` refuses it, naming the file.
+    """
+    try:
+        checkpoint = torch.load(
+            path,
+            map_location='cpu',
+            weights_only=True,
+            mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as err:
+        raise refused_checkpoint(path, err) from err
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(
+        checkpoint, dict) else {}
+    theirs = {
+        key[len('module.'):] if key.startswith('module.') else key: value
+        for key, value in state.items() if isinstance(value, torch.Tensor)
+    }
+    ours = model.state_dict()
+    differences: List[str] = [
+        f'{key} {tuple(theirs[key].shape)} in the checkpoint, '
+        f'{tuple(value.shape)} in the model' for key, value in ours.items()
+        if key in theirs and theirs[key].shape != value.shape
+        and not key.endswith(CLASSIFIER_KEYS)
+    ]
+    differences += _listed('missing', [k for k in ours if k not in theirs])
+    differences += _listed('unexpected', [k for k in theirs if k not in ours])
+    if differences:
+        shown = '; '.join(differences[:_SHOWN])
+        more = (f' (and {len(differences) - _SHOWN} more)'
+                if len(differences) > _SHOWN else '')
+        raise CheckpointError(
+            f'checkpoint {path} does not fit the model of this config (made '
+            f'for another architecture or config?): {shown}{more}; convert '
+            'checkpoints of other implementations with '
+            'tools/model_converters/')
+
+
+def _listed(kind: str, keys: List[str]) -> List[str]:
+    """One difference per key kind: how many, and the first few."""
+    if not keys:
+        return []
+    shown = ', '.join(keys[:_SHOWN])
+    more = ', ...' if len(keys) > _SHOWN else ''
+    return [f'{len(keys)} {kind} keys ({shown}{more})']

@@ -9,11 +9,13 @@ on: any other pickled callable is still refused, and ``getattr`` only
 resolves HistoryBuffer's statistics methods, never an arbitrary attribute.
 """
 import pickle
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+
+from .errors import CheckpointError
 
 
 def history_buffer_method(obj: Any, name: str) -> Any:
@@ -48,3 +50,18 @@ def allow_mmengine_checkpoints() -> None:
         (history_buffer_method, '__builtin__.getattr'),
         (history_buffer_method, 'builtins.getattr'),
     ])
+
+
+def refused_checkpoint(path: Optional[str],
+                       err: pickle.UnpicklingError) -> CheckpointError:
+    """The error to raise when torch refuses to unpickle ``path``: it
+    names the file and what it holds off the allow-list."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    marker = 'WeightsUnpickler error: '
+    detail = next(
+        (line.split(marker, 1)[1] for line in lines if marker in line),
+        lines[-1] if lines else type(err).__name__)
+    return CheckpointError(
+        f'refused to load checkpoint {path or ""}: it holds a pickled '
+        'object that is not on the allow-list of what MMEngine checkpoints '
+        f'contain (torch.load with weights_only=True): {detail}')

@@ -15,23 +15,17 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from .checkpoint_file import check_checkpoint_file, checkpoint_to_load
-from .work_dir_lock import WorkDirError, ensure_writable
-
-# Exceptions that mean "the input is wrong" rather than "the code is wrong":
-# the tools report them in one line instead of a traceback.
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, pickle.UnpicklingError,
-               WorkDirError)
+from .checkpoint_safety import refused_checkpoint
+from .config_options import check_cfg_options, read_config
+from .errors import UserError
+from .work_dir_lock import ensure_writable
 
 
 def _summary(err: BaseException) -> str:
     """The useful line of an error, also when a data-loader worker wrapped
-    it with its whole traceback or torch explained its options at length."""
+    it with its whole traceback."""
     text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    marker = 'WeightsUnpickler error: '
-    for line in lines:
-        if marker in line:
-            return line.split(marker, 1)[1]
     if not lines:
         return type(err).__name__
     last = lines[-1]
@@ -52,6 +46,12 @@ def _syntax_error(err: SyntaxError) -> str:
     return f'syntax error in config {path}, line {line}: {message}'
 
 
+def _registry_miss(err: KeyError) -> bool:
+    """Whether ``err`` is MMEngine's "X is not in the ... registry" (a
+    misspelt ``type`` in the config)."""
+    return bool(re.search(r'is not in the \S+ registry', str(err)))
+
+
 def _option_error(err: TypeError, cfg_options: Iterable) -> str:
     """The ``--cfg-options`` key behind an "unexpected keyword argument"
     error, or '' when the argument did not come from one."""
@@ -68,10 +68,13 @@ def report_user_errors(
     checkpoint: Optional[str] = None,
     cfg_options: Iterable = ()
 ) -> Iterator[None]:
-    """Turn a :data:`USER_ERRORS` exception (or a config's syntax error, a
-    misspelt ``--cfg-options`` key, Ctrl-C) into ``error: ...`` on stderr
-    and exit status 1 (130 for Ctrl-C). Set ``MMDET_CDETR_TRACEBACK=1`` to
-    see the traceback.
+    """Turn a :class:`~mmdet_cdetr.utils.errors.UserError` into
+    ``error: ...`` on stderr and exit status 1 (130 for Ctrl-C), and the
+    user errors of other libraries we recognise: a config's syntax error, a
+    type missing from a registry, a refused pickle, an unexpected keyword
+    argument from a ``--cfg-options`` key. Any other exception is a bug and
+    keeps its traceback. Set ``MMDET_CDETR_TRACEBACK=1`` to see the
+    traceback of a user error too.
 
     Args:
         checkpoint: The checkpoint the command loads, named when torch
@@ -83,29 +86,28 @@ def report_user_errors(
     except KeyboardInterrupt:
         print('error: interrupted', file=sys.stderr)
         sys.exit(130)
-    except SyntaxError as err:
-        if os.environ.get('MMDET_CDETR_TRACEBACK'):
-            raise
-        print(f'error: {_syntax_error(err)}', file=sys.stderr)
-        sys.exit(1)
-    except TypeError as err:
-        message = _option_error(err, cfg_options)
+    except Exception as err:
+        message = _user_message(err, checkpoint, cfg_options)
         if not message or os.environ.get('MMDET_CDETR_TRACEBACK'):
             raise
         print(f'error: {message}', file=sys.stderr)
         sys.exit(1)
-    except USER_ERRORS as err:
-        if os.environ.get('MMDET_CDETR_TRACEBACK'):
-            raise
-        message = _summary(err)
-        if isinstance(err, pickle.UnpicklingError):
-            message = (
-                f'refused to load checkpoint {checkpoint or ""}: it holds '
-                'a pickled object that is not on the allow-list of '
-                'what MMEngine checkpoints contain (torch.load with '
-                f'weights_only=True): {message}')
-        print(f'error: {message}', file=sys.stderr)
-        sys.exit(1)
+
+
+def _user_message(err: Exception, checkpoint: Optional[str],
+                  cfg_options: Iterable) -> str:
+    """The one-line report of a user error, '' for any other exception."""
+    if isinstance(err, UserError):
+        return _summary(err)
+    if isinstance(err, SyntaxError):
+        return _syntax_error(err)
+    if isinstance(err, TypeError):
+        return _option_error(err, cfg_options)
+    if isinstance(err, KeyError) and _registry_miss(err):
+        return _summary(err)
+    if isinstance(err, pickle.UnpicklingError):
+        return str(refused_checkpoint(checkpoint, err))
+    return ''
 
 
 def prepare_cpu_distributed(cfg: Config) -> None:
@@ -161,14 +163,14 @@ def load_config(args: argparse.Namespace) -> Config:
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     try:
-        cfg = Config.fromfile(args.config)
+        cfg = read_config(args.config)
     except SyntaxError as err:
         if err.filename in (None, '<unknown>') and err.lineno:
             err.filename = _config_being_read(err, args.config)
         raise
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+        cfg.merge_from_dict(check_cfg_options(cfg, args.cfg_options))
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:

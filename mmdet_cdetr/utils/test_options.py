@@ -7,6 +7,8 @@ import warnings
 
 from mmengine.config import Config, ConfigDict, DictAction
 
+from .errors import ArgumentError, ConfigError
+
 
 def add_test_args(parser: argparse.ArgumentParser) -> None:
     """mmdet's ``--eval``, ``--eval-options``, ``--out``, ``--show``,
@@ -53,7 +55,7 @@ def apply_test_args(cfg: Config, args: argparse.Namespace) -> None:
         enable_visualization(cfg, args)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must be a .pkl file, got {args.out}')
+            raise ArgumentError(f'--out must be a .pkl file, got {args.out}')
         cfg.test_evaluator = [
             cfg.test_evaluator,
             ConfigDict(type='mmdet.DumpDetResults', out_file_path=args.out)
@@ -107,13 +109,13 @@ def use_flip_tta(cfg: Config) -> None:
 def use_coco_metric(cfg: Config, metrics: list) -> None:
     """Evaluate ``metrics`` with CocoMetric on the test annotation file."""
     evaluator = cfg.test_evaluator
-    coco_types = ('CocoMetric', 'mmdet.CocoMetric')
+    coco_types = ('CocoMetric', 'mmdet.CocoMetric', 'mmdet_cdetr.CocoMetric')
     if isinstance(evaluator, dict) and evaluator.get('type') in coco_types:
         evaluator.metric = metrics
         return
     dataset = cfg.test_dataloader.dataset
     cfg.test_evaluator = ConfigDict(
-        type='mmdet.CocoMetric',
+        type='mmdet_cdetr.CocoMetric',
         ann_file=osp.join(dataset.get('data_root', ''), dataset.ann_file),
         metric=metrics,
         format_only=False)
@@ -123,8 +125,8 @@ def enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
     """Switch on mmdet's DetVisualizationHook for --show / --show-dir."""
     hooks = cfg.default_hooks
     if 'visualization' not in hooks:
-        raise KeyError(f'{args.config} has no default_hooks.visualization, '
-                       'needed by --show / --show-dir')
+        raise ConfigError(f'{args.config} has no default_hooks.visualization, '
+                          'needed by --show / --show-dir')
     hooks.visualization.draw = True
     if args.show:
         hooks.visualization.show = True

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from mmdet_cdetr.models.layers import ConditionalAttention
 from mmdet_cdetr.registry import DATASETS
 from mmdet_cdetr.utils import init_weights_quietly
+from mmdet_cdetr.utils.errors import ArgumentError
 
 ATTENTION_PARTS = ('combined', 'content', 'spatial')
 
@@ -58,8 +59,8 @@ class DetectionAttention:
 
 def _check_part(part: str) -> None:
     if part not in ATTENTION_PARTS:
-        raise ValueError(f'part must be one of {ATTENTION_PARTS}, '
-                         f'got {part!r}')
+        raise ArgumentError(f'part must be one of {ATTENTION_PARTS}, '
+                            f'got {part!r}')
 
 
 @contextmanager
@@ -142,8 +143,8 @@ def forward_recording_attention(model: nn.Module, image_path: str,
     cross-attention of decoder ``layer`` (1 = first)."""
     layers = model.decoder.layers
     if not 1 <= layer <= len(layers):
-        raise ValueError(f'layer must be in 1..{len(layers)} (the decoder '
-                         f'has {len(layers)} layers), got {layer}')
+        raise ArgumentError(f'layer must be in 1..{len(layers)} (the decoder '
+                            f'has {len(layers)} layers), got {layer}')
     pipeline = Compose(get_test_pipeline_cfg(model.cfg))
     data = pipeline(dict(img_path=image_path, img_id=0))
     batch = model.data_preprocessor(

@@ -17,6 +17,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from matplotlib.figure import Figure
 
+from mmdet_cdetr.utils.errors import ArgumentError
+
 
 @dataclass
 class ScalarLog:
@@ -60,7 +62,7 @@ def load_scalar_log(path: str, name: Optional[str] = None) -> ScalarLog:
         elif 'step' in record:
             val.append(dict(record, epoch_x=record['step']))
     if not train:
-        raise ValueError(
+        raise ArgumentError(
             f'{path} has no training records with "epoch" and "iter": '
             'expected the vis_data/<timestamp>.json scalar log of an '
             'epoch-based MMEngine training')
@@ -84,15 +86,16 @@ def scalar_series(log: ScalarLog, key: str) -> Tuple[str, List[dict], bool]:
         found = [k for k in keys if k == key
                  ] or [k for k in keys if k.endswith('/' + key)]
         if len(found) > 1:
-            raise KeyError(f'{key!r} is ambiguous in the log of {log.name}: '
-                           f'{", ".join(found)}')
+            raise ArgumentError(
+                f'{key!r} is ambiguous in the log of {log.name}: '
+                f'{", ".join(found)}')
         if found:
             return found[0], [r for r in records if found[0] in r], is_val
     available = sorted({k
                         for r in log.train + log.val
                         for k in r} - {'epoch', 'iter', 'step', 'epoch_x'})
-    raise KeyError(f'no {key!r} in the log of {log.name}; it has: '
-                   f'{", ".join(available)}')
+    raise ArgumentError(f'no {key!r} in the log of {log.name}; it has: '
+                        f'{", ".join(available)}')
 
 
 def plot_curves(logs: Sequence[ScalarLog],
@@ -135,7 +138,7 @@ def train_time_summary(log: ScalarLog,
     if not include_outliers:
         times = {e: t[1:] for e, t in times.items() if len(t) > 1}
     if not times:
-        raise ValueError(
+        raise ArgumentError(
             f'{log.name}: every epoch has a single timing record; log more '
             'often (default_hooks.logger.interval) or pass '
             '--include-outliers')

@@ -7,7 +7,7 @@ per iteration, as mmdet's tool of the same name.
 """
 import argparse
 
-from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils import ArgumentError, report_user_errors
 from mmdet_cdetr.visualization import (load_scalar_log, plot_curves,
                                        train_time_summary)
 
@@ -41,8 +41,8 @@ def parse_args() -> argparse.Namespace:
 def plot_curve(args: argparse.Namespace) -> None:
     legend = args.legend or [None] * len(args.json_logs)
     if len(legend) != len(args.json_logs):
-        raise ValueError(f'--legend has {len(legend)} names for '
-                         f'{len(args.json_logs)} logs')
+        raise ArgumentError(f'--legend has {len(legend)} names for '
+                            f'{len(args.json_logs)} logs')
     logs = [
         load_scalar_log(p, name) for p, name in zip(args.json_logs, legend)
     ]

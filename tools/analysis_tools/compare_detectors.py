@@ -13,7 +13,7 @@ from mmdet_cdetr.analysis.benchmark import (DetectorBench, build_detector,
                                             format_peaks, format_table,
                                             run_benchmark)
 from mmdet_cdetr.analysis.machine_peak import measure_peaks
-from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils import ArgumentError, report_user_errors
 
 DEFAULT_MODELS = [
     'ours=configs/conditional_detr_r50_8x2_50e_coco.py',
@@ -84,8 +84,8 @@ def main(args: argparse.Namespace) -> None:
         builtin = 'mmdet-conditional-detr'
         args.baseline = builtin if builtin in models else next(iter(models))
     if args.baseline not in models:
-        raise ValueError(f'--baseline {args.baseline!r} is not among the '
-                         f'models {list(models)}')
+        raise ArgumentError(f'--baseline {args.baseline!r} is not among the '
+                            f'models {list(models)}')
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -12,7 +12,8 @@ from mmdet_cdetr.analysis.convergence import (format_table, model_names,
                                               plot_curves, read_ap_curve,
                                               run_work_dir, summarise,
                                               train_configs)
-from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils import (ArgumentError, InputNotFoundError,
+                               report_user_errors)
 
 DEFAULT_CONFIGS = [
     'configs/convergence/detr_r18_scratch.py',
@@ -69,7 +70,7 @@ def parse_args() -> argparse.Namespace:
 def main(args: argparse.Namespace) -> None:
     names = model_names(args.configs)
     if len(set(names)) != len(names):
-        raise ValueError(f'config file names must differ, got {names}')
+        raise ArgumentError(f'config file names must differ, got {names}')
     runs = [(config, run_work_dir(args.work_dir, name, seed),
              dict(args.cfg_options or {}, **{'randomness.seed': seed}))
             for seed in args.seeds
@@ -77,7 +78,7 @@ def main(args: argparse.Namespace) -> None:
     if not args.skip_train:
         for config in args.configs:
             if not osp.isfile(config):
-                raise FileNotFoundError(f'config not found: {config}')
+                raise InputNotFoundError(f'config not found: {config}')
         train_configs(*zip(*runs), jobs=args.jobs)
     curves = {
         name: {

@@ -11,7 +11,7 @@ import os.path as osp
 import mmcv
 import torch
 
-from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils import InputNotFoundError, report_user_errors
 from mmdet_cdetr.visualization import (ATTENTION_PARTS, collect_attention,
                                        draw_attention_grid, load_detector)
 
@@ -48,7 +48,7 @@ def parse_args() -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> None:
     if not osp.isfile(args.image):
-        raise FileNotFoundError(f'image not found: {args.image}')
+        raise InputNotFoundError(f'image not found: {args.image}')
     model = load_detector(args.config, args.checkpoint, args.device)
     layer = args.layer or model.decoder.num_layers
     detections = collect_attention(model, args.image, layer, args.part,

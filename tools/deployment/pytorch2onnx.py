@@ -8,10 +8,12 @@ import os
 import os.path as osp
 from typing import List, Tuple
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 from mmdet_cdetr.deployment import OrtRunner, export_onnx, verify_export
-from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils import ArgumentError, report_user_errors
+from mmdet_cdetr.utils.checkpoint_file import check_output_path
+from mmdet_cdetr.utils.config_options import check_cfg_options, read_config
 from mmdet_cdetr.visualization import load_detector
 
 
@@ -80,10 +82,18 @@ def check_shapes(height: int, width: int,
             for i in range(batch_size)]
 
 
+MIN_SIDE = 32  # one cell of the stride-32 feature map
+
+
 def main(args: argparse.Namespace) -> None:
-    cfg = Config.fromfile(args.config)
+    if min(args.shape) < MIN_SIDE:
+        raise ArgumentError(f'--shape {args.shape[0]} {args.shape[1]}: '
+                            f'height and width must be at least {MIN_SIDE} '
+                            'pixels (the backbone downsamples by 32)')
+    check_output_path(args.out, [args.config, args.checkpoint], force=True)
+    cfg = read_config(args.config)
     if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+        cfg.merge_from_dict(check_cfg_options(cfg, args.cfg_options))
     if args.checkpoint is None:
         cfg.model.backbone.init_cfg = None  # random weights, no download
     if args.batch_size < 1:

@@ -3,10 +3,10 @@ calibrated on training images of the config through its test pipeline.
 Evaluate the result with test_onnx.py: it changes the detections."""
 import argparse
 
-from mmengine.config import Config
-
 from mmdet_cdetr.deployment import OrtRunner, calibration_images, quantize_int8
-from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils import ArgumentError, report_user_errors
+from mmdet_cdetr.utils.checkpoint_file import check_output_path
+from mmdet_cdetr.utils.config_options import read_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -24,7 +24,11 @@ def parse_args() -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> None:
     OrtRunner(args.model)  # a clear error for a missing or foreign file
-    cfg = Config.fromfile(args.config)
+    check_output_path(args.out, [args.model, args.config], force=True)
+    if args.num_images < 1:
+        raise ArgumentError(f'--num-images {args.num_images}: calibration '
+                            'needs at least one image')
+    cfg = read_config(args.config)
     quantize_int8(args.model, args.out,
                   calibration_images(cfg, args.num_images))
     print(f'quantised {args.model} -> {args.out}')

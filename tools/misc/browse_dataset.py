@@ -4,12 +4,13 @@ import argparse
 import os.path as osp
 
 from mmdet.structures.bbox import BaseBoxes
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 
 from mmdet_cdetr.registry import DATASETS, VISUALIZERS
-from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils import ArgumentError, report_user_errors
+from mmdet_cdetr.utils.config_options import check_cfg_options, read_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,11 +35,11 @@ def parse_args() -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> None:
     if args.not_show and args.output_dir is None:
-        raise ValueError('nothing to do: give --output-dir or drop '
-                         '--not-show')
-    cfg = Config.fromfile(args.config)
+        raise ArgumentError('nothing to do: give --output-dir or drop '
+                            '--not-show')
+    cfg = read_config(args.config)
     if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+        cfg.merge_from_dict(check_cfg_options(cfg, args.cfg_options))
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
     visualizer = VISUALIZERS.build(cfg.visualizer)

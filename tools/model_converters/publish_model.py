@@ -17,10 +17,16 @@ def parse_args() -> argparse.Namespace:
         nargs='+',
         default=['meta', 'state_dict'],
         help='checkpoint keys to keep (default: meta state_dict)')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='allow out_file to name an existing file (never in_file)')
     return parser.parse_args()
 
 
 if __name__ == '__main__':
     args = parse_args()
     with report_user_errors(checkpoint=args.in_file):
-        print(publish_checkpoint(args.in_file, args.out_file, args.save_keys))
+        print(
+            publish_checkpoint(args.in_file, args.out_file, args.save_keys,
+                               args.force))

@@ -9,6 +9,7 @@ over its final name (atomic within a file system), replace
 ``last_checkpoint`` the same way, and only then delete old checkpoints. At
 every moment ``last_checkpoint`` names a complete file.
 """
+import errno
 import glob
 import os
 import os.path as osp
@@ -21,8 +22,11 @@ from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 
 from mmdet_cdetr.registry import HOOKS
+from mmdet_cdetr.utils.errors import CheckpointError
 
 TMP_SUFFIX = '.tmp'
+# A full disk, or a full quota on a cluster's file system.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _fsync_dir(path: str) -> None:
@@ -58,6 +62,15 @@ def write_text_atomically(path: str, text: str) -> None:
             os.remove(tmp_path)
 
 
+def _last_complete(work_dir: str) -> str:
+    """The checkpoint ``last_checkpoint`` names (always a complete one)."""
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(pointer):
+        return 'none (none was saved yet)'
+    with open(pointer) as f:
+        return f.read().strip()
+
+
 def _exit_on_signal(signum: int, frame) -> None:
     """SIGTERM as an exception, so that ``finally`` blocks (the temporary
     checkpoint's removal among them) run before the process ends."""
@@ -75,6 +88,8 @@ class AtomicCheckpointHook(CheckpointHook):
     temporary files of a killed run are removed when the next one starts
     (the work-dir lock of ``tools/train.py`` makes sure none is writing).
     The ``best_*.pth`` files of ``save_best`` are still written by MMEngine.
+    A full disk ends the run with one error naming the directory and the
+    last complete checkpoint, which is left in place.
     """
 
     def before_train(self, runner) -> None:
@@ -99,6 +114,18 @@ class AtomicCheckpointHook(CheckpointHook):
         if not self._local:
             super()._save_checkpoint_with_step(runner, step, meta)
             return
+        try:
+            self._save_atomically(runner, step, meta)
+        except OSError as err:
+            if err.errno not in DISK_FULL:
+                raise
+            raise CheckpointError(
+                f'{err.strerror} while saving a checkpoint in '
+                f'{self.out_dir}; the last complete checkpoint is '
+                f'{_last_complete(runner.work_dir)}: free some space and '
+                'resume with --resume') from err
+
+    def _save_atomically(self, runner, step, meta) -> None:
         expired = self._keep(runner, step)
         filename = self.filename_tmpl.format(step)
         self.last_ckpt = osp.join(self.out_dir, filename)

@@ -3,6 +3,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
 
 from mmdet_cdetr.registry import HOOKS
+from mmdet_cdetr.utils.errors import ConfigError
 
 _LOOPS = (('train', '_train_loop'), ('val', '_val_loop'), ('test',
                                                            '_test_loop'))
@@ -36,12 +37,12 @@ class NumClassCheckHook(Hook):
             if classes is None:
                 continue
             if isinstance(classes, str):
-                raise ValueError(
+                raise ConfigError(
                     f'{split} metainfo.classes is the string {classes!r}; '
                     f'write a tuple: classes=({classes!r}, )')
             for name, num_classes in heads:
                 if num_classes != len(classes):
-                    raise ValueError(
+                    raise ConfigError(
                         f'model.{name}.num_classes={num_classes} but the '
                         f'{split} data set has {len(classes)} classes '
                         f'({", ".join(classes)}): set '

@@ -4,6 +4,7 @@ from mmengine.optim.scheduler import MultiStepLR
 from mmengine.optim.scheduler.param_scheduler import INF
 
 from mmdet_cdetr.registry import PARAM_SCHEDULERS
+from mmdet_cdetr.utils.errors import ConfigError
 
 
 @PARAM_SCHEDULERS.register_module()
@@ -33,12 +34,14 @@ class FractionalMultiStepLR(MultiStepLR):
                  end: int = INF,
                  **kwargs) -> None:
         if end == INF:
-            raise ValueError('FractionalMultiStepLR needs an end: leave `end` '
-                             'unset in a config run with a train loop (the '
-                             'runner fills in max_epochs) or give it')
+            raise ConfigError(
+                'FractionalMultiStepLR needs an end: leave `end` '
+                'unset in a config run with a train loop (the '
+                'runner fills in max_epochs) or give it')
         if not all(0 < f < 1 for f in milestone_fractions):
-            raise ValueError('FractionalMultiStepLR milestone_fractions must '
-                             f'lie in (0, 1), got {list(milestone_fractions)}')
+            raise ConfigError(
+                'FractionalMultiStepLR milestone_fractions must '
+                f'lie in (0, 1), got {list(milestone_fractions)}')
         milestones = [
             begin + max(1, round(f * (end - begin)))
             for f in milestone_fractions

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from mmdet_cdetr.ops import autocast_off
 from mmdet_cdetr.registry import MODELS
+from mmdet_cdetr.utils.errors import CheckpointError, ConfigError
 from .top_k_detections import boxes_to_original, top_k_detections
 
 
@@ -50,7 +51,7 @@ class ConditionalDETRHead(DETRHead):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if not self.loss_cls.use_sigmoid:
-            raise ValueError(
+            raise ConfigError(
                 'ConditionalDETRHead needs a sigmoid classification loss '
                 '(loss_cls.use_sigmoid=True, the focal loss of Conditional '
                 'DETR): its losses are normalised as the official focal '
@@ -237,7 +238,7 @@ class ConditionalDETRHead(DETRHead):
         if key in state_dict and (state_dict[key].shape
                                   != self.fc_cls.weight.shape):
             if not self.reset_mismatched_classifier:
-                raise ValueError(
+                raise CheckpointError(
                     f'Checkpoint key {key!r} has shape '
                     f'{tuple(state_dict[key].shape)}, but the model built '
                     f'from the config has {tuple(self.fc_cls.weight.shape)}:'

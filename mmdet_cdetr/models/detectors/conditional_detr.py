@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mmdet_cdetr.ops import FusedDetrTransformerEncoder, channels_last_backbone
 from mmdet_cdetr.registry import MODELS
+from mmdet_cdetr.utils.errors import ConfigError
 from ..layers import ConditionalDetrTransformerDecoder
 from ..task_modules import GroupHungarianAssigner
 
@@ -53,8 +54,8 @@ class ConditionalDETR(DETR):
                  backbone_channels_last: Optional[bool] = None,
                  **kwargs) -> None:
         if num_query_groups < 1:
-            raise ValueError('num_query_groups must be a positive integer, '
-                             f'got {num_query_groups}.')
+            raise ConfigError('num_query_groups must be a positive integer, '
+                              f'got {num_query_groups}.')
         self.num_query_groups = num_query_groups
         super().__init__(*args, **kwargs)
         if backbone_channels_last is None:
@@ -70,7 +71,7 @@ class ConditionalDETR(DETR):
         assigner = getattr(self.bbox_head, 'assigner', None)
         if num_query_groups > 1 and not isinstance(assigner,
                                                    GroupHungarianAssigner):
-            raise ValueError(
+            raise ConfigError(
                 f'num_query_groups={num_query_groups} needs '
                 "model.bbox_head.train_cfg.assigner.type='"
                 "GroupHungarianAssigner' (matching within each group), got "
@@ -91,7 +92,7 @@ class ConditionalDETR(DETR):
             self.num_query_groups * self.num_queries, self.embed_dims)
         num_feats = self.positional_encoding.num_feats
         if 2 * num_feats != self.embed_dims:
-            raise ValueError(
+            raise ConfigError(
                 'positional_encoding.num_feats must be half of embed_dims, '
                 f'got num_feats={num_feats} and embed_dims={self.embed_dims}.')
 

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from mmdet_cdetr.ops import (Dropout, attention_weights, blocked_mask, dropout,
                              multi_head_attention, split_heads)
 from mmdet_cdetr.registry import MODELS
+from mmdet_cdetr.utils.errors import ConfigError
 
 
 @MODELS.register_module()
@@ -68,11 +69,11 @@ class ConditionalAttention(BaseModule):
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if not batch_first:
-            raise ValueError('ConditionalAttention only supports '
-                             'batch_first=True, as all DETRs in mmdet.')
+            raise ConfigError('ConditionalAttention only supports '
+                              'batch_first=True, as all DETRs in mmdet.')
         if embed_dims % num_heads:
-            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
-                             f'by num_heads ({num_heads}).')
+            raise ConfigError(f'embed_dims ({embed_dims}) must be divisible '
+                              f'by num_heads ({num_heads}).')
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.cross_attn = cross_attn

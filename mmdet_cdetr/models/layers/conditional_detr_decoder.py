@@ -9,6 +9,7 @@ from torch import Tensor
 
 from mmdet_cdetr.ops import autocast_off, use_fast_dropout
 from mmdet_cdetr.registry import MODELS
+from mmdet_cdetr.utils.errors import ConfigError
 from .conditional_attention import project_batch_shared
 from .conditional_detr_decoder_layer import \
     ConditionalDetrTransformerDecoderLayer
@@ -38,8 +39,8 @@ class ConditionalDetrTransformerDecoder(DetrTransformerDecoder):
         ])
         self.embed_dims = self.layers[0].embed_dims
         if self.embed_dims % 2:
-            raise ValueError('embed_dims must be even to hold the (y, x) '
-                             f'sine embedding, got {self.embed_dims}.')
+            raise ConfigError('embed_dims must be even to hold the (y, x) '
+                              f'sine embedding, got {self.embed_dims}.')
         self.post_norm = build_norm_layer(self.post_norm_cfg,
                                           self.embed_dims)[1]
         self.query_scale = MLP(self.embed_dims, self.embed_dims,

@@ -7,6 +7,7 @@ from mmengine.model import ModuleList
 from torch import Tensor
 
 from mmdet_cdetr.registry import MODELS
+from mmdet_cdetr.utils.errors import ConfigError
 from .conditional_attention import ConditionalAttention
 
 
@@ -24,8 +25,8 @@ class ConditionalDetrTransformerDecoderLayer(DetrTransformerDecoderLayer):
         self.self_attn = ConditionalAttention(**self.self_attn_cfg)
         self.cross_attn = ConditionalAttention(**self.cross_attn_cfg)
         if self.self_attn.cross_attn or not self.cross_attn.cross_attn:
-            raise ValueError('self_attn_cfg needs cross_attn=False and '
-                             'cross_attn_cfg needs cross_attn=True.')
+            raise ConfigError('self_attn_cfg needs cross_attn=False and '
+                              'cross_attn_cfg needs cross_attn=True.')
         self.embed_dims = self.self_attn.embed_dims
         self.ffn = FFN(**self.ffn_cfg)
         self.norms = ModuleList([

@@ -1,0 +1,3 @@
+from .load_image import ImageSizeError, LoadImageFromFile
+
+__all__ = ['ImageSizeError', 'LoadImageFromFile']

@@ -1,0 +1,35 @@
+from mmengine.config import ConfigDict
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.runner import Runner
+
+from mmdet_cdetr.registry import HOOKS
+from mmdet_cdetr.utils.checkpoint_file import (check_checkpoint_fits,
+                                               checkpoint_to_load)
+
+
+@HOOKS.register_module()
+class CheckpointFitHook(Hook):
+    """The checkpoint a run loads (``load_from``, ``--resume``, the one of
+    ``tools/test.py``) must be one of this model, checked before it is
+    loaded.
+
+    MMEngine loads non-strictly: a checkpoint of another architecture
+    (DETR, DAB-DETR) loads partly behind a generic missing-keys warning
+    and evaluates to AP 0, and resuming one of another config (say another
+    ``num_queries``) fails in a tensor-size ``RuntimeError``. Here it is one
+    error naming the file and the first differing keys and shapes. Remote
+    checkpoints (``s3://``, ``https://``) are loaded as MMEngine does.
+    """
+
+    def before_run(self, runner: Runner) -> None:
+        path = checkpoint_to_load(
+            ConfigDict(
+                resume=runner._resume,
+                load_from=runner._load_from,
+                work_dir=runner.work_dir))
+        if not path or '://' in path:
+            return
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        check_checkpoint_fits(model, path)

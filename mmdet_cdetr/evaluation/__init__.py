@@ -1,0 +1,3 @@
+from .coco_metric import CocoMetric
+
+__all__ = ['CocoMetric']
