@@ -1,6 +1,6 @@
 from mmengine.config import ConfigDict
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import Runner
 
 from mmdet_cdetr.registry import HOOKS
@@ -30,6 +30,8 @@ class CheckpointFitHook(Hook):
                 work_dir=runner.work_dir))
         if not path or '://' in path:
             return
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
+        # the model the runner loads into: mmengine unwraps DDP and TTA
+        model = runner.model
+        if is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+            model = model.module
         check_checkpoint_fits(model, path)
