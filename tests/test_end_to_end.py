@@ -141,7 +141,7 @@ def test_test_tool_flip_tta_and_per_class_ap(trained):
         str(trained['work_dir'] / 'epoch_2.pth'), '--tta', '--eval', 'bbox',
         '--eval-options', 'classwise=True', '--work-dir',
         str(trained['tmp'] / 'test_tta'), '--cfg-options',
-        'val_evaluator.classwise=True'
+        '+val_evaluator.classwise=True'
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r'coco/bbox_mAP: [0-9.]+', result.stdout)

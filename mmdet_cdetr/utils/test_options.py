@@ -7,6 +7,7 @@ import warnings
 
 from mmengine.config import Config, ConfigDict, DictAction
 
+from .config_options import NEW_KEY_PREFIX
 from .errors import ArgumentError, ConfigError
 
 
@@ -46,7 +47,7 @@ def apply_test_args(cfg: Config, args: argparse.Namespace) -> None:
         for evaluator in _evaluators(cfg):
             evaluator.update(args.eval_options)
     if any(
-            key.startswith('val_evaluator')
+            key.lstrip(NEW_KEY_PREFIX).startswith('val_evaluator')
             for key in getattr(args, 'cfg_options', None) or {}):
         warnings.warn('--cfg-options val_evaluator.* sets the evaluator of '
                       'validation during training, not of this test: use '
