@@ -7,11 +7,12 @@ A 3x3 convolution (256 channels, NHWC: oneDNN's best case on CPUs) and a
 multiply-add. The peak of a precision is the faster of the two: a model's
 achieved GFLOP/s over it says how far the model is from the machine's limit.
 """
-import time
 from typing import Dict
 
 import torch
 import torch.nn.functional as F
+
+from .benchmark import _timed
 
 _CONV_SHAPE = (1, 256, 64, 64)  # batch, channels, height, width
 _GEMM_SIZE = 2048
@@ -19,16 +20,10 @@ _GEMM_SIZE = 2048
 
 def _timed_gflops(fn, flops: float, device: torch.device,
                   repeats: int) -> float:
-    fn()  # warm-up: oneDNN builds its kernels on the first call
-    best = float('inf')
-    for _ in range(repeats):
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
+    """GFLOP/s of ``fn``'s best of ``repeats`` calls, after a warm-up call
+    (oneDNN builds its kernels on the first)."""
+    fn()
+    best = min(_timed(fn, device) for _ in range(repeats))
     return flops / best / 1e9
 
 
