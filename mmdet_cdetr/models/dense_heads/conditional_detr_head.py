@@ -114,7 +114,8 @@ class ConditionalDETRHead(DETRHead):
 
         Args:
             all_layers_cls_scores: (num_layers, bs, num_queries,
-                num_classes) logits.
+                num_classes) logits (float32, as :meth:`forward` returns
+                them also under autocast).
             all_layers_bbox_preds: (num_layers, bs, num_queries, 4)
                 normalised (cx, cy, w, h).
             batch_gt_instances: Ground truth of each image.
@@ -129,8 +130,7 @@ class ConditionalDETRHead(DETRHead):
             num_boxes = self.num_boxes(batch_gt_instances, batch_img_metas,
                                        all_layers_cls_scores.device)
             layer_losses = [
-                self.loss_by_feat_single(cls_scores.float(),
-                                         bbox_preds.float(),
+                self.loss_by_feat_single(cls_scores, bbox_preds,
                                          batch_gt_instances, batch_img_metas,
                                          num_boxes) for cls_scores, bbox_preds
                 in zip(all_layers_cls_scores, all_layers_bbox_preds)
