@@ -1,22 +1,30 @@
 """Speed and precision machinery, apart from the paper's layers.
 
 The model asks for attention (:func:`multi_head_attention`), dropout
-(:class:`Dropout`, :func:`dropout`) and float32 regions
-(:func:`autocast_off`) and does not know which kernel answers: each
-device-dependent choice is made in one function of :mod:`.device_choices`.
+(:class:`Dropout`, :func:`dropout`), linear layers (:func:`linear`) and
+float32 regions (:func:`autocast_off`), and the detector hands its modules
+to :func:`use_fast_kernels` once; none of them knows which kernel answers:
+each device-dependent choice is made in one function of
+:mod:`.device_choices`.
 Every kernel is tested against the plain computation it replaces.
 """
 from .attention import (attention_weights, blocked_mask, multi_head_attention,
                         split_heads)
-from .device_choices import (channels_last_backbone, numpy_dropout_masks,
+from .device_choices import (channels_last_backbone, fold_batch_norms,
+                             numpy_dropout_masks, onednn_linear,
                              pad_value_heads)
 from .fast_dropout import Dropout, dropout, keep_mask, use_fast_dropout
+from .fast_kernels import use_fast_kernels
+from .fast_linear import Linear, linear, use_fast_linear
+from .folded_batch_norm import fold_batch_norms_into_convs
 from .fused_detr_encoder import FusedDetrTransformerEncoder
 from .precision import autocast_off
 
 __all__ = [
     'attention_weights', 'blocked_mask', 'multi_head_attention', 'split_heads',
-    'channels_last_backbone', 'numpy_dropout_masks', 'pad_value_heads',
-    'Dropout', 'dropout', 'keep_mask', 'use_fast_dropout',
-    'FusedDetrTransformerEncoder', 'autocast_off'
+    'channels_last_backbone', 'fold_batch_norms', 'numpy_dropout_masks',
+    'onednn_linear', 'pad_value_heads', 'Dropout', 'dropout', 'keep_mask',
+    'use_fast_dropout', 'use_fast_kernels', 'fold_batch_norms_into_convs',
+    'FusedDetrTransformerEncoder', 'Linear', 'linear', 'use_fast_linear',
+    'autocast_off'
 ]

@@ -3,7 +3,9 @@
 Each function says whether a choice is on for tensors on ``device``. They
 return True only where the choice was measured faster (the CPU: see
 ``docs/performance.md`` for the numbers); everywhere else the code takes the
-plain path, as mmdet does. The kernels read these functions; nothing else
+plain path, as mmdet does. Graphs being traced, exported or compiled always
+get the plain path too, so FLOP counts, ONNX files and ``torch.compile`` see
+only standard operators. The kernels read these functions; nothing else
 branches on the device.
 """
 from typing import Union
@@ -15,6 +17,13 @@ Device = Union[torch.device, str]
 
 def _is_cpu(device: Device) -> bool:
     return torch.device(device).type == 'cpu'
+
+
+def _is_cpu_eager(device: Device) -> bool:
+    """On the CPU, and not inside a trace, an ONNX export or a compile."""
+    return _is_cpu(device) and not (torch.jit.is_tracing()
+                                    or torch.onnx.is_in_onnx_export()
+                                    or torch.compiler.is_compiling())
 
 
 def channels_last_backbone(device: Device) -> bool:
@@ -35,3 +44,17 @@ def pad_value_heads(device: Device) -> bool:
     (conditional cross-attention) so that PyTorch's fused CPU attention
     accepts them instead of falling back to its unfused path."""
     return _is_cpu(device)
+
+
+def onednn_linear(device: Device) -> bool:
+    """Compute float32 linear layers with oneDNN's matrix product instead of
+    the BLAS that ``F.linear`` calls (MKL: on AMD CPUs it runs at less than
+    half oneDNN's speed). Both accumulate in float32."""
+    return _is_cpu_eager(device) and torch.backends.mkldnn.is_available()
+
+
+def fold_batch_norms(device: Device) -> bool:
+    """Fold batch norms that use their running statistics (frozen or in
+    eval mode) into the preceding convolution's weights and bias: one pass
+    over the activations fewer forward and backward."""
+    return _is_cpu_eager(device)

@@ -1,6 +1,5 @@
 from typing import Optional
 
-import torch.nn.functional as F
 from mmcv.cnn.bricks.transformer import MultiheadAttention
 from mmdet.models.layers import DetrTransformerEncoder
 from torch import Tensor
@@ -9,6 +8,7 @@ from mmdet_cdetr.registry import MODELS
 from mmdet_cdetr.utils.errors import ConfigError
 from .attention import blocked_mask, multi_head_attention, split_heads
 from .fast_dropout import use_fast_dropout
+from .fast_linear import linear
 
 
 @MODELS.register_module()
@@ -59,10 +59,10 @@ def _self_attention(attn: MultiheadAttention, query: Tensor, query_pos: Tensor,
     inner = attn.attn
     dims = inner.embed_dim
     weight, bias = inner.in_proj_weight, inner.in_proj_bias
-    query_key = F.linear(query + query_pos, weight[:2 * dims],
-                         None if bias is None else bias[:2 * dims])
-    value = F.linear(query, weight[2 * dims:],
-                     None if bias is None else bias[2 * dims:])
+    query_key = linear(query + query_pos, weight[:2 * dims],
+                       None if bias is None else bias[:2 * dims])
+    value = linear(query, weight[2 * dims:],
+                   None if bias is None else bias[2 * dims:])
     q, k, v = (
         split_heads(tensor, inner.num_heads)
         for tensor in (*query_key.chunk(2, dim=-1), value))

@@ -7,7 +7,8 @@ from mmdet.structures import OptSampleList
 from mmengine.device import get_device
 from torch import Tensor, nn
 
-from mmdet_cdetr.ops import FusedDetrTransformerEncoder, channels_last_backbone
+from mmdet_cdetr.ops import (FusedDetrTransformerEncoder,
+                             channels_last_backbone, use_fast_kernels)
 from mmdet_cdetr.registry import MODELS
 from mmdet_cdetr.utils.errors import ConfigError
 from ..layers import ConditionalDetrTransformerDecoder
@@ -68,6 +69,7 @@ class ConditionalDETR(DETR):
             # ("Grad strides do not match bucket view strides").
             self.backbone.to(memory_format=torch.channels_last)
             self.neck.to(memory_format=torch.channels_last)
+        use_fast_kernels(self)
         assigner = getattr(self.bbox_head, 'assigner', None)
         if num_query_groups > 1 and not isinstance(assigner,
                                                    GroupHungarianAssigner):

@@ -1,0 +1,78 @@
+"""Linear layers through oneDNN's matrix product on the CPU.
+
+``F.linear`` on the CPU calls the BLAS PyTorch was built with (MKL), which on
+AMD processors runs float32 products at well under half the speed oneDNN
+reaches on the same cores (``docs/performance.md``). PyTorch selects oneDNN
+for float32 products only through process-wide precision switches, which on
+GPUs and on CPUs with AMX also lower the precision; here oneDNN is called
+directly, in float32, for the layers of our model alone. Where
+:func:`~.device_choices.onednn_linear` says no, or under autocast (whose
+casts only ``F.linear`` gets), ``F.linear`` is used as it is.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from .device_choices import onednn_linear
+
+
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """:func:`torch.nn.functional.linear`, through oneDNN where chosen."""
+    if (x.dtype != torch.float32 or weight.dtype != torch.float32
+            or not onednn_linear(x.device)
+            or torch.is_autocast_enabled(x.device.type)):
+        return F.linear(x, weight, bias)
+    return _OneDnnLinear.apply(x, weight, bias)
+
+
+def _product(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``x @ weight.T + bias`` by oneDNN (any strides, bias fused)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
+
+
+class _OneDnnLinear(torch.autograd.Function):
+    """Forward and both weight and input gradients as oneDNN products."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor,
+                bias: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _product(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        needs_x, needs_weight, needs_bias = ctx.needs_input_grad
+        grad_x = _product(grad, weight.t(), None) if needs_x else None
+        rows = grad.reshape(-1, grad.size(-1))
+        grad_weight = (
+            _product(rows.t(),
+                     x.reshape(-1, x.size(-1)).t(), None)
+            if needs_weight else None)
+        grad_bias = rows.sum(0) if ctx.has_bias and needs_bias else None
+        return grad_x, grad_weight, grad_bias
+
+
+class Linear(nn.Linear):
+    """:class:`torch.nn.Linear` computed by :func:`linear`; same parameters
+    and state dict."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+def use_fast_linear(module: nn.Module) -> nn.Module:
+    """Make every plain :class:`torch.nn.Linear` under ``module`` (and
+    ``nn.MultiheadAttention``'s output projection, a plain one by another
+    name) a :class:`Linear`, in place: parameters, hooks and names are kept.
+    Other subclasses keep their own forward."""
+    for child in module.modules():
+        if type(child) in (nn.Linear,
+                           nn.modules.linear.NonDynamicallyQuantizableLinear):
+            child.__class__ = Linear
+    return module

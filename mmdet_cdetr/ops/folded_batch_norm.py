@@ -1,0 +1,94 @@
+"""Batch norms on running statistics folded into their convolutions.
+
+A batch norm that normalises with its running statistics (a frozen
+backbone's, or any in eval mode) is an affine map per channel, so
+``bn(conv(x))`` equals one convolution with the weights scaled by
+``gamma / sqrt(var + eps)`` and a bias of ``beta - mean * that scale``.
+Unlike mmcv's ``fuse_conv_bn``, which rewrites the weights once for
+inference, the fold here is recomputed on each call from the unchanged
+parameters: state dicts, checkpoints and training (gradients reach the
+convolution's weights and the norm's affine parameters through the scale)
+are as without it, and a norm in training mode is applied as usual. On a
+ResNet this saves a pass over every activation, and its backward pass.
+Where :func:`~.device_choices.fold_batch_norms` says no, both run as usual.
+"""
+from typing import Optional, Tuple
+
+from torch import Tensor, nn
+
+from .device_choices import fold_batch_norms
+
+
+class _FoldedNorm:
+    """Mixed into a batch norm whose preceding convolution applies it."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training and fold_batch_norms(x.device):
+            return x
+        return super().forward(x)
+
+
+class FoldedBatchNorm2d(_FoldedNorm, nn.BatchNorm2d):
+    """:class:`torch.nn.BatchNorm2d`, applied by its convolution when it
+    uses running statistics."""
+
+
+class FoldedSyncBatchNorm(_FoldedNorm, nn.SyncBatchNorm):
+    """:class:`torch.nn.SyncBatchNorm`, applied by its convolution when it
+    uses running statistics."""
+
+
+_FOLDED_CLASS = {
+    nn.BatchNorm2d: FoldedBatchNorm2d,
+    nn.SyncBatchNorm: FoldedSyncBatchNorm
+}
+
+
+class NormFoldedConv2d(nn.Conv2d):
+    """:class:`torch.nn.Conv2d` that applies the batch norm after it (the
+    sibling module named in ``folded_norm``) when that norm uses running
+    statistics."""
+
+    folded_norm: Tuple[nn.Module, str]  # (parent, name of the norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        norm = self._norm_to_apply(x)
+        if norm is None:
+            return super().forward(x)
+        scale = norm.running_var.add(norm.eps).rsqrt()
+        shift = -norm.running_mean * scale
+        if norm.weight is not None:
+            scale = scale * norm.weight
+            shift = shift * norm.weight + norm.bias
+        if self.bias is not None:
+            shift = shift + self.bias * scale
+        return self._conv_forward(x, self.weight * scale[:, None, None, None],
+                                  shift)
+
+    def _norm_to_apply(self, x: Tensor) -> Optional[nn.Module]:
+        parent, name = self.folded_norm
+        norm = getattr(parent, name, None)
+        if (isinstance(norm, _FoldedNorm) and not norm.training
+                and fold_batch_norms(x.device)):
+            return norm
+        return None
+
+
+def fold_batch_norms_into_convs(module: nn.Module) -> nn.Module:
+    """Pair every plain ``nn.Conv2d`` with the ``BatchNorm2d`` or
+    ``SyncBatchNorm`` registered right after it in the same parent module
+    (mmdet's ResNet registers each norm after its convolution, as mmcv's
+    ``fuse_conv_bn`` also assumes) and make them fold, in place. Modules,
+    parameters and names are kept; a norm that is later replaced (e.g. by a
+    conversion to SyncBN) is simply no longer folded."""
+    for parent in module.modules():
+        previous = None
+        for name, child in parent.named_children():
+            if (type(child) in _FOLDED_CLASS and type(previous) is nn.Conv2d
+                    and previous.out_channels == child.num_features):
+                child.__class__ = _FOLDED_CLASS[type(child)]
+                previous.__class__ = NormFoldedConv2d
+                # A tuple, so that the parent is not registered as a child.
+                previous.folded_norm = (parent, name)
+            previous = child
+    return module
