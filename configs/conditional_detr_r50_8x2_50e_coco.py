@@ -41,3 +41,8 @@ custom_hooks = [
     dict(type='RandomStateHook'),
     dict(type='SyncBuffersHook')
 ]
+
+# PyTorch's fused AdamW (CPU and CUDA): one kernel updates every parameter
+# instead of a Python loop of small ones; the same update to float32
+# rounding, 4x faster on the CPU (docs/performance.md).
+optim_wrapper = dict(optimizer=dict(fused=True))

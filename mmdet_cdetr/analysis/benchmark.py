@@ -11,7 +11,8 @@ reported.
 Measured per model:
 
 * ``train``: a full training step (forward, losses, backward, gradient
-  clipping, AdamW step), ``batch_size`` images of ``train_size``;
+  clipping, optimiser step: the config's ``optim_wrapper``, as
+  ``tools/train.py`` builds it), ``batch_size`` images of ``train_size``;
 * ``train_th``: forward + backward of the transformer and head alone
   (encoder, decoder, matching, losses) on fixed backbone features;
 * ``infer``: inference of one ``infer_size`` image (``mode='predict'``);
@@ -38,6 +39,7 @@ from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
 from mmengine.config import Config
 from mmengine.hub import get_config
+from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.runner.amp import autocast
 from mmengine.structures import InstanceData
@@ -51,16 +53,29 @@ from mmdet_cdetr.utils import init_weights_quietly
 BACKBONE_PREFIXES = ('backbone', 'neck')
 
 
+def load_config(config: str) -> Config:
+    """``config``: a path, or ``package::path`` such as ``mmdet::detr/...``."""
+    return get_config(config) if '::' in config else Config.fromfile(config)
+
+
 def build_detector(config: str, device: torch.device) -> nn.Module:
-    """Build a detector from ``config`` (a path, or ``package::path`` such
-    as ``mmdet::detr/...``) with random weights: the backbone's pretrained
-    ``init_cfg`` is dropped, nothing is downloaded."""
-    cfg = get_config(config) if '::' in config else Config.fromfile(config)
+    """Build a detector from ``config`` (see :func:`load_config`) with
+    random weights: the backbone's pretrained ``init_cfg`` is dropped,
+    nothing is downloaded."""
+    cfg = load_config(config)
     cfg.model.backbone.init_cfg = None
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         model = MODELS.build(cfg.model)
     init_weights_quietly(model)
     return model.to(device)
+
+
+def build_config_optim_wrapper(config: str, model: nn.Module) -> OptimWrapper:
+    """The optimiser wrapper of ``config`` for ``model`` (optimiser, its
+    settings, parameter-wise learning rates, gradient clipping), float32."""
+    cfg = load_config(config)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        return build_optim_wrapper(model, cfg.optim_wrapper)
 
 
 def copy_matching_weights(model: nn.Module, source: Dict[str, Tensor]) -> int:
@@ -175,9 +190,10 @@ class DetectorBench:
                  infer_size: Tuple[int, int],
                  num_gts: int,
                  num_classes: int,
+                 optim_wrapper: OptimWrapper,
                  amp: bool = False) -> None:
         self.name, self.model, self.device = name, model, device
-        self.amp = amp
+        self.optim_wrapper, self.amp = optim_wrapper, amp
         batch_size, train_size = train_batch
         model.train()
         self.inputs, self.samples = make_batch(model, batch_size, train_size,
@@ -187,19 +203,13 @@ class DetectorBench:
                                for feat in model.extract_feat(self.inputs))
         self.infer_inputs, self.infer_samples = make_batch(
             model, 1, infer_size, num_gts, num_classes, False, seed=1)
-        self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad],
-            lr=1e-5,
-            weight_decay=1e-4)
 
     def train_step(self) -> None:
-        """Forward, losses, backward, clipping (0.1) and an AdamW step."""
+        """Forward, losses, and the optimiser wrapper's update (backward,
+        clipping, step, zeroed gradients)."""
         losses = self.model(self.inputs, self.samples, mode='loss')
         loss, _ = self.model.parse_losses(losses)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), 0.1)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optim_wrapper.update_params(loss)
 
     def transformer_head_step(self) -> None:
         """Forward + backward of everything after the neck."""
@@ -208,7 +218,7 @@ class DetectorBench:
             **head_inputs, batch_data_samples=self.samples)
         loss, _ = self.model.parse_losses(losses)
         loss.backward()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optim_wrapper.zero_grad(set_to_none=True)
 
     def inference(self) -> None:
         self.model.eval()

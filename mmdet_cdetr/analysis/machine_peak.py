@@ -3,7 +3,8 @@ operations, measured in the same process and with the same threads as the
 model they are compared with.
 
 A 3x3 convolution (256 channels, NHWC: oneDNN's best case on CPUs) and a
-2048^3 matrix product, in float32 and in bf16. FLOP counts are 2 per
+2048^3 matrix product as the model's linear layers compute it
+(:func:`mmdet_cdetr.ops.linear`), in float32 and in bf16. FLOP counts are 2 per
 multiply-add. The peak of a precision is the faster of the two: a model's
 achieved GFLOP/s over it says how far the model is from the machine's limit.
 """
@@ -12,6 +13,7 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
+from mmdet_cdetr.ops import linear
 from .benchmark import _timed
 
 _CONV_SHAPE = (1, 256, 64, 64)  # batch, channels, height, width
@@ -51,7 +53,7 @@ def measure_peaks(device: torch.device, repeats: int = 5) -> Dict[str, float]:
             results[f'{name}_conv'] = _timed_gflops(
                 lambda: F.conv2d(image, kernel, padding=1), conv_flops, device,
                 repeats)
-            results[f'{name}_gemm'] = _timed_gflops(lambda: F.linear(a, b),
+            results[f'{name}_gemm'] = _timed_gflops(lambda: linear(a, b, None),
                                                     gemm_flops, device,
                                                     repeats)
         results[name] = max(results[f'{name}_conv'], results[f'{name}_gemm'])

@@ -8,11 +8,14 @@ import argparse
 import mmengine
 import torch
 
-from mmdet_cdetr.analysis.benchmark import (DetectorBench, build_detector,
+from mmdet_cdetr.analysis.benchmark import (DetectorBench,
+                                            build_config_optim_wrapper,
+                                            build_detector,
                                             copy_matching_weights,
                                             format_peaks, format_table,
                                             run_benchmark)
 from mmdet_cdetr.analysis.machine_peak import measure_peaks
+from mmdet_cdetr.analysis.op_profile import format_profile, profile_by_op_class
 from mmdet_cdetr.utils import ArgumentError, report_user_errors
 
 DEFAULT_MODELS = [
@@ -70,6 +73,11 @@ def parse_args() -> argparse.Namespace:
         help='also time every model under autocast (bf16 on the CPU, fp16 '
         'on GPUs), as NAME+amp rows of the same run')
     parser.add_argument(
+        '--profile',
+        action='store_true',
+        help='after timing, profile one training step and one inference '
+        'per model and print where the time goes, by operator class')
+    parser.add_argument(
         '--threads', type=int, help='torch CPU threads (default: torch\'s)')
     parser.add_argument(
         '--out',
@@ -98,12 +106,13 @@ def main(args: argparse.Namespace) -> None:
         else:
             copied = copy_matching_weights(model, reference)
         print(f'{name}: {config} ({copied} tensors from the first model)')
+        optim_wrapper = build_config_optim_wrapper(config, model)
         for amp in (False, True) if args.amp else (False, ):
             benches.append(
                 DetectorBench(name + '+amp' * amp, model, device,
                               (args.batch_size, tuple(args.train_size)),
                               tuple(args.infer_size), args.num_gts,
-                              model.bbox_head.num_classes, amp))
+                              model.bbox_head.num_classes, optim_wrapper, amp))
     peaks = measure_peaks(device)
     results = run_benchmark(
         benches, args.repeats, args.warmup, log=print, peaks=peaks)
@@ -115,6 +124,13 @@ def main(args: argparse.Namespace) -> None:
         indent=2)
     print(format_peaks(peaks))
     print(format_table(results, args.baseline))
+    if args.profile:
+        profiles = {
+            f'{bench.name} {step}': profile_by_op_class(bench.steps()[step])
+            for bench in benches
+            for step in ('train', 'infer')
+        }
+        print(format_profile(profiles))
     print(f'\nmeasurements: {args.out}')
 
 
