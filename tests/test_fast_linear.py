@@ -4,6 +4,7 @@ feeds them, and the plain path wherever oneDNN is not chosen."""
 import pytest
 import torch
 import torch.nn.functional as F
+from mmcv.cnn.bricks.transformer import FFN
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -85,6 +86,8 @@ def test_other_devices_and_dtypes_use_f_linear(monkeypatch):
     x, weight, bias = _tensors((50, 32), (16, 32), (16, ))
     assert 'mkldnn::_linear_pointwise' not in _ops_called(
         lambda: linear(x, weight, bias))
+    monkeypatch.undo()
+    assert linear(x[:0], weight, bias).shape == (0, 16)
 
 
 def test_traced_graphs_keep_the_standard_linear():
@@ -101,11 +104,14 @@ def test_use_fast_linear_keeps_parameters_and_skips_subclasses():
         pass
 
     model = nn.Sequential(
-        nn.Linear(4, 4), OwnLinear(4, 4), nn.MultiheadAttention(4, 2))
+        nn.Linear(4, 4), OwnLinear(4, 4), nn.MultiheadAttention(4, 2),
+        FFN(4, 8))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     use_fast_linear(model)
     assert type(model[0]) is Linear and type(model[1]) is OwnLinear
     assert type(model[2].out_proj) is Linear
+    assert {type(m)
+            for m in model[3].modules()} & {nn.Linear, Linear} == {Linear}
     after = model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)

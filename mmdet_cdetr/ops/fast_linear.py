@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from mmcv.cnn.bricks.wrappers import Linear as MmcvLinear
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
@@ -22,7 +23,7 @@ from .device_choices import onednn_linear
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     """:func:`torch.nn.functional.linear`, through oneDNN where chosen."""
     if (x.dtype != torch.float32 or weight.dtype != torch.float32
-            or not onednn_linear(x.device)
+            or not x.numel() or not onednn_linear(x.device)
             or torch.is_autocast_enabled(x.device.type)):
         return F.linear(x, weight, bias)
     return _OneDnnLinear.apply(x, weight, bias)
@@ -58,6 +59,10 @@ class _OneDnnLinear(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
+_PLAIN_LINEARS = (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear,
+                  MmcvLinear)
+
+
 class Linear(nn.Linear):
     """:class:`torch.nn.Linear` computed by :func:`linear`; same parameters
     and state dict."""
@@ -67,12 +72,12 @@ class Linear(nn.Linear):
 
 
 def use_fast_linear(module: nn.Module) -> nn.Module:
-    """Make every plain :class:`torch.nn.Linear` under ``module`` (and
-    ``nn.MultiheadAttention``'s output projection, a plain one by another
-    name) a :class:`Linear`, in place: parameters, hooks and names are kept.
-    Other subclasses keep their own forward."""
+    """Make every plain :class:`torch.nn.Linear` under ``module`` a
+    :class:`Linear`, in place: parameters, hooks and names are kept. Plain
+    ones by other names count too: ``nn.MultiheadAttention``'s output
+    projection, and mmcv's ``Linear`` of FFNs (it differs only on torch
+    older than 1.5). Other subclasses keep their own forward."""
     for child in module.modules():
-        if type(child) in (nn.Linear,
-                           nn.modules.linear.NonDynamicallyQuantizableLinear):
+        if type(child) in _PLAIN_LINEARS:
             child.__class__ = Linear
     return module
