@@ -90,6 +90,15 @@ def test_other_devices_and_dtypes_use_f_linear(monkeypatch):
     assert linear(x[:0], weight, bias).shape == (0, 16)
 
 
+def test_output_takes_in_place_operations():
+    x, weight, bias = _tensors((2, 5, 8), (4, 8), (4, ))
+    x.requires_grad_()
+    out = linear(x, weight, bias)
+    out.relu_().sum().backward()
+    expected = (F.linear(x.detach(), weight, bias) > 0).float() @ weight
+    torch.testing.assert_close(x.grad, expected)
+
+
 def test_traced_graphs_keep_the_standard_linear():
     layer = use_fast_linear(nn.Sequential(nn.Linear(8, 4)))
     graph = torch.jit.trace(layer, torch.randn(3, 8)).inlined_graph

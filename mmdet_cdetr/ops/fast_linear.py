@@ -26,7 +26,10 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
             or not x.numel() or not onednn_linear(x.device)
             or torch.is_autocast_enabled(x.device.type)):
         return F.linear(x, weight, bias)
-    return _OneDnnLinear.apply(x, weight, bias)
+    # On rows, so that the Function's output is not a view (in-place ops on
+    # it, as ReLU(inplace=True), would be refused).
+    rows = _OneDnnLinear.apply(x.reshape(-1, x.size(-1)), weight, bias)
+    return rows.view(*x.shape[:-1], rows.size(-1))
 
 
 def _product(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -35,7 +38,8 @@ def _product(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
 
 
 class _OneDnnLinear(torch.autograd.Function):
-    """Forward and both weight and input gradients as oneDNN products."""
+    """Forward and both weight and input gradients as oneDNN products, of
+    (rows, in_features) inputs."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor,
@@ -50,12 +54,8 @@ class _OneDnnLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad
         grad_x = _product(grad, weight.t(), None) if needs_x else None
-        rows = grad.reshape(-1, grad.size(-1))
-        grad_weight = (
-            _product(rows.t(),
-                     x.reshape(-1, x.size(-1)).t(), None)
-            if needs_weight else None)
-        grad_bias = rows.sum(0) if ctx.has_bias and needs_bias else None
+        grad_weight = _product(grad.t(), x.t(), None) if needs_weight else None
+        grad_bias = grad.sum(0) if ctx.has_bias and needs_bias else None
         return grad_x, grad_weight, grad_bias
 
 

@@ -52,9 +52,20 @@ class NormFoldedConv2d(nn.Conv2d):
     folded_norm: Tuple[nn.Module, str]  # (parent, name of the norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        norm = self._norm_to_apply(x)
-        if norm is None:
+        folded = self.folded_weight_and_bias(x)
+        if folded is None:
             return super().forward(x)
+        return self._conv_forward(x, *folded)
+
+    def folded_weight_and_bias(
+            self, x: Tensor) -> Optional[Tuple[Tensor, Optional[Tensor]]]:
+        """The weight and bias of this convolution with its norm folded in,
+        for input ``x``; None when the norm is to be applied on its own."""
+        parent, name = self.folded_norm
+        norm = getattr(parent, name, None)
+        if (not isinstance(norm, _FoldedNorm) or norm.training
+                or not fold_batch_norms(x.device)):
+            return None
         scale = norm.running_var.add(norm.eps).rsqrt()
         shift = -norm.running_mean * scale
         if norm.weight is not None:
@@ -62,16 +73,7 @@ class NormFoldedConv2d(nn.Conv2d):
             shift = shift * norm.weight + norm.bias
         if self.bias is not None:
             shift = shift + self.bias * scale
-        return self._conv_forward(x, self.weight * scale[:, None, None, None],
-                                  shift)
-
-    def _norm_to_apply(self, x: Tensor) -> Optional[nn.Module]:
-        parent, name = self.folded_norm
-        norm = getattr(parent, name, None)
-        if (isinstance(norm, _FoldedNorm) and not norm.training
-                and fold_batch_norms(x.device)):
-            return norm
-        return None
+        return self.weight * scale[:, None, None, None], shift
 
 
 def fold_batch_norms_into_convs(module: nn.Module) -> nn.Module:
