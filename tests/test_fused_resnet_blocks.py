@@ -108,3 +108,15 @@ def test_blocks_that_cannot_fuse_keep_mmdets_forward(monkeypatch):
             assert _fused_calls(resnet, x) == 0
             for a, b in zip(_forward(resnet, x), expected):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_under_autocast_the_fused_blocks_compute_in_bf16(monkeypatch):
+    resnet, x = _resnet(50), _image()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        expected = _plain(monkeypatch, resnet, x)
+        _fuse(resnet)
+        got = _forward(resnet, x)
+    for a, b in zip(got, expected):
+        assert a.dtype == b.dtype == torch.bfloat16
+        # bf16 keeps 8 bits: compare relative to each stage's scale.
+        assert (a.float() - b.float()).norm() < 0.02 * b.float().norm()

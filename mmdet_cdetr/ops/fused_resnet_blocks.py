@@ -25,8 +25,15 @@ from .folded_batch_norm import NormFoldedConv2d
 def _fused_conv(conv: nn.Module,
                 x: Tensor,
                 residual: Optional[Tensor] = None) -> Tensor:
-    """``relu(conv(x) [+ residual])`` in one oneDNN call."""
+    """``relu(conv(x) [+ residual])`` in one oneDNN call; under autocast in
+    its dtype, as ``F.conv2d`` would compute (oneDNN's operators are not on
+    autocast's lists)."""
     weight, bias = conv.folded_weight_and_bias(x)
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+        residual = None if residual is None else residual.to(dtype)
     geometry = (list(conv.padding), list(conv.stride), list(conv.dilation),
                 conv.groups)
     if residual is None:
