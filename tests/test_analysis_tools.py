@@ -7,7 +7,7 @@ import pytest
 from conftest import run_tool
 
 from mmdet_cdetr.analysis.convergence import (epochs_to_reach, format_table,
-                                              summarise)
+                                              summarise, training_minutes)
 
 OURS = 'configs/convergence/conditional_detr_r18_scratch.py'
 BUILTIN = 'configs/convergence/mmdet_conditional_detr_r18_scratch.py'
@@ -83,6 +83,9 @@ def test_convergence_smoke(tmp_path, synthetic_root):
     assert result.returncode == 0, result.stderr
     summary = json.loads((work_dir / 'convergence.json').read_text())
     assert summary['reference'] == 'detr_r18_scratch'
+    reference_ap = f"{summary['reference_final_ap']:.3f}"
+    minutes = summary['models']['detr_r18_scratch']['minutes_to_ap']
+    assert minutes[reference_ap]['mean'] > 0  # from the logged step times
     for name in ('detr_r18_scratch', 'group_conditional_detr_r18_scratch'):
         assert list(summary['curves'][name]) == ['7']
         assert list(summary['curves'][name]['7']) == ['1']
@@ -108,30 +111,30 @@ def test_summary_over_seeds():
     curves = {
         'detr': {
             0: {
-                2: (0.0, 0.0),
-                4: (0.05, 0.1),
-                6: (0.1, 0.3),
-                8: (0.1, 0.3)
+                2: (0.0, 0.0, 2.0),
+                4: (0.05, 0.1, 4.0),
+                6: (0.1, 0.3, 6.0),
+                8: (0.1, 0.3, 8.0)
             },
             1: {
-                2: (0.0, 0.0),
-                4: (0.1, 0.1),
-                6: (0.14, 0.3),
-                8: (0.14, 0.3)
+                2: (0.0, 0.0, 2.0),
+                4: (0.1, 0.1, 4.0),
+                6: (0.14, 0.3, 6.0),
+                8: (0.14, 0.3, 8.0)
             },
         },
         'cond': {
             0: {
-                2: (0.08, 0.3),
-                4: (0.2, 0.5),
-                6: (0.3, 0.6),
-                8: (0.35, 0.7)
+                2: (0.08, 0.3, 3.0),
+                4: (0.2, 0.5, 6.0),
+                6: (0.3, 0.6, 9.0),
+                8: (0.35, 0.7, 12.0)
             },
             1: {
-                2: (0.2, 0.3),
-                4: (0.25, 0.5),
-                6: (0.28, 0.6),
-                8: (0.33, 0.7)
+                2: (0.2, 0.3, 3.0),
+                4: (0.25, 0.5, 6.0),
+                6: (0.28, 0.6, 9.0),
+                8: (0.33, 0.7, 12.0)
             },
         },
     }
@@ -149,6 +152,10 @@ def test_summary_over_seeds():
     assert cond['epochs_to_ap']['0.300'] == dict(
         mean=7, min=6, max=8, reached=2)
     assert detr['epochs_to_ap']['0.300'] == dict(reached=0)
+    # 1.5 training minutes an epoch: epochs 2 and 4 to DETR's final AP
+    assert cond['minutes_to_ap']['0.120'] == pytest.approx(
+        dict(mean=4.5, min=3, max=6))
+    assert detr['minutes_to_ap']['0.300'] is None
     assert cond['ratio_vs_reference'] == pytest.approx(3 / 6)
     assert cond['final_ap'] == pytest.approx(
         dict(mean=0.34, min=0.33, max=0.35))
@@ -157,3 +164,20 @@ def test_summary_over_seeds():
     table = format_table(summary)
     assert '| cond | 2 | 8 | 0.340 (0.330-0.350) |' in table
     assert '6.0 (6.0-6.0) [1/2 seeds]' in table
+    assert '| 4.5 (3.0-6.0) |' in table
+
+
+def test_training_minutes_sum_the_logged_iteration_times():
+    records = [
+        dict(time=0.5, epoch=1, iter=10, step=10),
+        dict(time=1.0, epoch=1, iter=20, step=20),
+        {
+            'coco/bbox_mAP': 0.1,
+            'step': 1
+        },  # validation: not training time
+        dict(time=2.0, epoch=2, iter=35, step=35),
+    ]
+    assert training_minutes(records) == pytest.approx({
+        1: (5 + 10) / 60,
+        2: (5 + 10 + 30) / 60
+    })

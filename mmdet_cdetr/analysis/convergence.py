@@ -4,9 +4,12 @@ The paper's Fig. 1(b) at a size a CPU can run: each config is trained with
 MMEngine's runner once per seed (its own work dir, validation every few
 epochs), the COCO box AP of every validation is read back from the run's
 ``scalars.json``, and the models are compared by the number of epochs they
-need to reach a given AP, above all the reference model's (DETR's) final AP.
-One seed per model cannot tell differences of a few hundredths of AP from
-the run-to-run spread, so every number is a mean over seeds with its range.
+need to reach a given AP, above all the reference model's (DETR's) final AP,
+and by the training minutes that took (the iterations' logged times summed
+up to the end of that epoch: validation and start-up not counted, so models
+trained on one machine compare by their steps' speed). One seed per model
+cannot tell differences of a few hundredths of AP from the run-to-run
+spread, so every number is a mean over seeds with its range.
 """
 import os.path as osp
 import statistics
@@ -26,8 +29,8 @@ from mmdet_cdetr.visualization.training_logs import read_json_lines
 AP_KEY = 'coco/bbox_mAP'
 AP50_KEY = 'coco/bbox_mAP_50'
 
-# epoch -> (AP, AP50)
-Curve = Dict[int, Tuple[float, float]]
+# epoch -> (AP, AP50, training minutes to the end of the epoch or None)
+Curve = Dict[int, Tuple[float, float, Optional[float]]]
 # seed -> curve
 SeedCurves = Dict[int, Curve]
 
@@ -78,7 +81,8 @@ def run_work_dir(study_dir: str, model: str, seed: int) -> str:
 
 
 def read_ap_curve(work_dir: str) -> Curve:
-    """AP and AP50 per validated epoch from the newest run in ``work_dir``.
+    """AP, AP50 and training minutes per validated epoch from the newest run
+    in ``work_dir``.
 
     Raises:
         FileNotFoundError: When the work dir holds no logged run.
@@ -87,20 +91,45 @@ def read_ap_curve(work_dir: str) -> Curve:
     if not runs:
         raise InputNotFoundError(
             f'no training log (*/vis_data/scalars.json) in {work_dir}')
+    records = list(read_json_lines(runs[-1]))
+    minutes = training_minutes(records)
     curve = {
-        int(record['step']): (record[AP_KEY], record.get(AP50_KEY, 0.))
-        for record in read_json_lines(runs[-1]) if AP_KEY in record
+        int(record['step']):
+        (record[AP_KEY], record.get(AP50_KEY,
+                                    0.), minutes.get(int(record['step'])))
+        for record in records if AP_KEY in record
     }
     return dict(sorted(curve.items()))
+
+
+def training_minutes(records: Iterable[dict]) -> Dict[int, float]:
+    """Training minutes up to the end of each epoch, from the training
+    records of a ``scalars.json``: each record's ``time`` (seconds per
+    iteration, averaged since the record before) times the iterations since
+    that record."""
+    seconds, last_iter, by_epoch = 0., 0, {}
+    for record in records:
+        if 'time' in record and 'epoch' in record and 'iter' in record:
+            seconds += record['time'] * (record['iter'] - last_iter)
+            last_iter = record['iter']
+            by_epoch[int(record['epoch'])] = seconds / 60
+    return by_epoch
 
 
 def epochs_to_reach(curve: Curve, target: float) -> Optional[int]:
     """First validated epoch whose AP is at least ``target`` (None if
     never)."""
-    for epoch, (ap, _) in curve.items():
+    for epoch, (ap, *_) in curve.items():
         if ap >= target:
             return epoch
     return None
+
+
+def minutes_to_reach(curve: Curve, target: float) -> Optional[float]:
+    """Training minutes to the first epoch whose AP is at least ``target``
+    (None if never, or if the run logged no times)."""
+    epoch = epochs_to_reach(curve, target)
+    return None if epoch is None else curve[epoch][2]
 
 
 def spread(values: Sequence[float]) -> Optional[dict]:
@@ -123,8 +152,8 @@ def mean_curve(seed_curves: SeedCurves) -> Dict[int, dict]:
 def summarise(curves: Dict[str, SeedCurves],
               reference: str,
               targets: Iterable[float] = ()) -> dict:
-    """Final AP and epochs to reach each target AP per model, as the mean
-    and range over its seeds.
+    """Final AP, and epochs and training minutes to reach each target AP per
+    model, as the mean and range over its seeds.
 
     The first target is always the reference model's final AP (mean over
     its seeds): the paper's claim is that Conditional DETR reaches DETR's
@@ -140,12 +169,17 @@ def summarise(curves: Dict[str, SeedCurves],
     all_targets = [ref_final] + [t for t in targets if t != ref_final]
     models = {}
     for name, seed_curves in curves.items():
-        reach = {}
+        reach, reach_minutes = {}, {}
         for target in all_targets:
             epochs = [epochs_to_reach(c, target) for c in seed_curves.values()]
             reached = [e for e in epochs if e is not None]
             reach[f'{target:.3f}'] = dict(
                 spread(reached) or {}, reached=len(reached))
+            minutes = [
+                m for m in (minutes_to_reach(c, target)
+                            for c in seed_curves.values()) if m is not None
+            ]
+            reach_minutes[f'{target:.3f}'] = spread(minutes)
         models[name] = dict(
             seeds=list(seed_curves),
             final_epoch=max(list(c)[-1] for c in seed_curves.values()),
@@ -154,9 +188,10 @@ def summarise(curves: Dict[str, SeedCurves],
             final_ap50=spread(
                 [list(c.values())[-1][1] for c in seed_curves.values()]),
             best_ap=spread([
-                max(ap for ap, _ in c.values()) for c in seed_curves.values()
+                max(ap for ap, *_ in c.values()) for c in seed_curves.values()
             ]),
-            epochs_to_ap=reach)
+            epochs_to_ap=reach,
+            minutes_to_ap=reach_minutes)
     ref_epochs = models[reference]['epochs_to_ap'][f'{ref_final:.3f}']
     for model in models.values():
         own = model['epochs_to_ap'][f'{ref_final:.3f}']
@@ -198,8 +233,10 @@ def format_table(summary: dict) -> str:
     """The summary as a markdown table: mean (min-max) over seeds."""
     targets = [f'{t:.3f}' for t in summary['targets']]
     reach_columns = [f'epochs to AP {t}' for t in targets]
-    header = ['model', 'seeds', 'final epoch', 'final AP', 'AP50'
-              ] + reach_columns + [f'ratio vs {summary["reference"]}']
+    minute_columns = [f'training minutes to AP {t}' for t in targets]
+    header = [
+        'model', 'seeds', 'final epoch', 'final AP', 'AP50'
+    ] + reach_columns + minute_columns + [f'ratio vs {summary["reference"]}']
     rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for name, m in summary['models'].items():
         reach = []
@@ -209,6 +246,7 @@ def format_table(summary: dict) -> str:
             if 0 < reached < len(m['seeds']):
                 cell += f' [{reached}/{len(m["seeds"])} seeds]'
             reach.append(cell)
+        minutes = [_cell(m['minutes_to_ap'][t], '.1f') for t in targets]
         ratio = m['ratio_vs_reference']
         rows.append('| ' + ' | '.join([
             name,
@@ -216,7 +254,8 @@ def format_table(summary: dict) -> str:
             str(m['final_epoch']),
             _cell(m['final_ap'], '.3f'),
             _cell(m['final_ap50'], '.3f')
-        ] + reach + ['-' if ratio is None else f'{ratio:.2f}']) + ' |')
+        ] + reach + minutes + ['-' if ratio is None else f'{ratio:.2f}']) +
+                    ' |')
     return '\n'.join(rows)
 
 
