@@ -6,6 +6,7 @@ import os.path as osp
 import pickle
 import re
 import shutil
+import statistics
 
 import numpy as np
 import pytest
@@ -289,14 +290,16 @@ def test_benchmark_times_pytorch_and_onnxruntime_side_by_side(
     result = run_tool([
         'tools/analysis_tools/benchmark.py', QUICK_CONFIG, '--onnx', path,
         '--ort-opt', 'basic', 'all', '--reference', f'nchw={reference}',
-        '--shape', '64', '96', '--max-iter', '2', '--num-warmup', '0',
+        '--amp', '--shape', '64', '96', '--max-iter', '2', '--num-warmup', '0',
         '--threads', '1', '--out',
         str(out)
     ])
     assert result.returncode == 0, result.stderr[-3000:]
-    seconds = json.loads(out.read_text())['seconds']
+    measured = json.loads(out.read_text())
+    seconds = measured['seconds']
     rows = [
-        'pytorch', 'nchw', 'onnxruntime quick.onnx opt=basic threads=default',
+        'pytorch', 'pytorch+amp', 'nchw',
+        'onnxruntime quick.onnx opt=basic threads=default',
         'onnxruntime quick.onnx opt=all threads=default'
     ]
     assert list(seconds) == rows
@@ -304,6 +307,15 @@ def test_benchmark_times_pytorch_and_onnxruntime_side_by_side(
         assert len(runs['wall']) == len(runs['cpu']) == 2
         assert min(runs['wall']) > 0 and min(runs['cpu']) > 0
     assert '| pytorch | ' in result.stdout and '| 1.00x |' in result.stdout
+    # GFLOP/s per row against the peak of its precision, same run
+    peaks, flops = measured['peaks'], measured['flops']
+    assert flops > 0 and peaks['float32'] > 0
+    for name in ('pytorch', 'pytorch+amp'):
+        peak = peaks['bfloat16' if name.endswith('amp') else 'float32']
+        fraction = 2 * flops / statistics.median(
+            seconds[name]['wall']) / 1e9 / peak
+        assert f'{name}: ' in result.stdout
+        assert f'({fraction:.2f} of the' in result.stdout
 
 
 def test_publish_model_strips_training_state(trained, tmp_path):

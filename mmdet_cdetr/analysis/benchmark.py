@@ -250,11 +250,11 @@ class DetectorBench:
         th_params = sum(p.numel() for name, p in params.items()
                         if not name.startswith(BACKBONE_PREFIXES))
         self.model.eval()
-        by_module = _flops_by_module(self.model, self.infer_inputs,
-                                     self.infer_samples)
+        by_module = flops_by_module(self.model, self.infer_inputs,
+                                    self.infer_samples)
         self.model.train()
-        train_forward = _flops_by_module(self.model, self.inputs,
-                                         self.samples)['']
+        train_forward = flops_by_module(self.model, self.inputs,
+                                        self.samples)['']
         backbone_flops = sum(by_module[f'model.{prefix}']
                              for prefix in BACKBONE_PREFIXES)
         total = by_module['']
@@ -266,9 +266,10 @@ class DetectorBench:
             train_forward_flops=train_forward)
 
 
-def _flops_by_module(model: nn.Module, inputs: Tensor,
-                     samples: list) -> Dict[str, int]:
-    """mmengine's multiply-add count of the ``mode='tensor'`` forward."""
+def flops_by_module(model: nn.Module, inputs: Tensor,
+                    samples: list) -> Dict[str, int]:
+    """mmengine's multiply-add count of the ``mode='tensor'`` forward, per
+    module name (``''``: the whole model)."""
     analyzer = FlopAnalyzer(_TensorForward(model, samples), (inputs, ))
     analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
     analyzer.unsupported_ops_warnings(False)

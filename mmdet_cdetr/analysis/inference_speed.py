@@ -11,18 +11,23 @@ import time
 from typing import Callable, Dict, List, Optional
 
 import torch
+from mmengine.runner.amp import autocast
 from torch import Tensor, nn
 
 from .benchmark import _timed
 
 
-def pytorch_inference(model: nn.Module, inputs: Tensor,
-                      samples: list) -> Callable[[], None]:
-    """One ``mode='predict'`` forward of ``model`` on ``inputs``."""
+def pytorch_inference(model: nn.Module,
+                      inputs: Tensor,
+                      samples: list,
+                      amp: bool = False) -> Callable[[], None]:
+    """One ``mode='predict'`` forward of ``model`` on ``inputs``; with
+    ``amp`` under autocast, as ``tools/test.py --amp`` runs it."""
     model.eval()
 
     def run() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(
+                device_type=inputs.device.type, enabled=amp):
             model(inputs, samples, mode='predict')
 
     return run

@@ -1,7 +1,10 @@
 """Inference speed of one config (MMDetection's ``benchmark.py CONFIG
-[CHECKPOINT]``), optionally side by side in one run with its ONNX export
-under ONNX Runtime (``--onnx``, one row per session setting) and reference
-models (``--reference``, e.g. mmdet's built-in Conditional DETR). All see
+[CHECKPOINT]``), optionally side by side in one run with PyTorch under
+autocast (``--amp``), its ONNX exports under ONNX Runtime (``--onnx``, e.g.
+float32 and INT8 files, one row per session setting) and reference models
+(``--reference``, e.g. mmdet's built-in Conditional DETR). Each row also
+gives its GFLOP/s against this machine's peak, measured in the same run
+(float32's; bf16's for the autocast row). All see
 the same random image(s) of ``--shape``; ratios are to the config's PyTorch
 model. With ``--batch-size N`` every timed run detects in N images: PyTorch
 and files exported with ``--batch-size`` in one call, other files one image
@@ -17,10 +20,13 @@ import torch
 from mmengine.runner import load_checkpoint
 
 from mmdet_cdetr.analysis.benchmark import (build_detector,
-                                            copy_matching_weights, make_batch)
+                                            copy_matching_weights,
+                                            flops_by_module, format_peaks,
+                                            make_batch)
 from mmdet_cdetr.analysis.inference_speed import (format_latency_table,
                                                   pytorch_inference,
                                                   time_interleaved)
+from mmdet_cdetr.analysis.machine_peak import measure_peaks
 from mmdet_cdetr.deployment import OPTIMIZATION_LEVELS, OrtRunner
 from mmdet_cdetr.utils import report_user_errors
 
@@ -48,6 +54,11 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=[0],
         help='ONNX Runtime intra-op thread counts to time (0: its default)')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='also time PyTorch under autocast (bf16 on the CPU, fp16 on '
+        'GPUs), as tools/test.py --amp runs')
     parser.add_argument(
         '--reference',
         nargs='+',
@@ -88,6 +99,9 @@ def main(args: argparse.Namespace) -> None:
     inputs, samples = make_batch(model, args.batch_size, tuple(args.shape), 0,
                                  model.bbox_head.num_classes, False)
     candidates = {'pytorch': pytorch_inference(model, inputs, samples)}
+    if args.amp:
+        candidates['pytorch+amp'] = pytorch_inference(
+            model, inputs, samples, amp=True)
     weights = model.state_dict()
     for spec in args.reference:
         name, config = spec.split('=', 1)
@@ -107,16 +121,25 @@ def main(args: argparse.Namespace) -> None:
                 lambda run=runner: [run(image[None]) for image in images])
     times = time_interleaved(candidates, args.max_iter, args.num_warmup,
                              device, print)
+    peaks = measure_peaks(device)
+    flops = flops_by_module(model, inputs, samples)['']
     mmengine.dump(
         dict(
             setting=dict(vars(args), torch_threads=torch.get_num_threads()),
-            seconds=times),
+            seconds=times,
+            peaks=peaks,
+            flops=flops),
         args.out,
         indent=2)
+    print(format_peaks(peaks))
     print(format_latency_table(times))
     for name, runs in times.items():
-        speed = args.batch_size / statistics.median(runs['wall'])
-        print(f'{name}: {speed:.1f} images/s')
+        median = statistics.median(runs['wall'])
+        gflops = 2 * flops / median / 1e9
+        peak = peaks['bfloat16' if name.endswith('+amp') else 'float32']
+        print(f'{name}: {args.batch_size / median:.1f} images/s, '
+              f'{gflops:.0f} GFLOP/s ({gflops / peak:.2f} of the '
+              f'{"bf16" if name.endswith("+amp") else "float32"} peak)')
     print(f'\nmeasurements: {args.out}')
 
 
