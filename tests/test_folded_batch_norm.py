@@ -92,6 +92,25 @@ def test_a_replaced_norm_is_no_longer_folded():
             nn.functional.conv2d(x, block[0].weight, padding=1)))
 
 
+@pytest.mark.parametrize('change', ['replace conv', 'hook conv', 'hook norm'])
+def test_norm_is_applied_once_when_its_conv_does_not_fold(monkeypatch, change):
+    block = _conv_bn(False, True).eval()
+    x = torch.randn(1, 3, 5, 5)
+    expected = block(x)
+    fold_batch_norms_into_convs(block)
+    seen = []
+    if change == 'replace conv':
+        conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        conv.weight = block[0].weight
+        block[0] = conv
+    else:
+        module = block[0] if change == 'hook conv' else block[1]
+        module.register_forward_hook(lambda *args: seen.append(1))
+    assert _batch_norms_run(block, x) == 1
+    torch.testing.assert_close(block(x), expected)
+    assert len(seen) == (0 if change == 'replace conv' else 2)
+
+
 def test_frozen_resnet_is_unchanged_and_keeps_its_state_dict(monkeypatch):
     torch.manual_seed(0)
     resnet = ResNet(

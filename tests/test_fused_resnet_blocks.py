@@ -102,12 +102,19 @@ def test_blocks_that_cannot_fuse_keep_mmdets_forward(monkeypatch):
     x = _image()
     with_cp = _fuse(_resnet(18, with_cp=True))
     unfolded = fuse_resnet_blocks(_resnet(18))  # norms not folded
+    hooked = _fuse(_resnet(18))
+    seen = []
+    hooked.layer2[0].conv2.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].shape))
     with torch.no_grad():
-        for resnet in (with_cp, unfolded):
+        for resnet in (with_cp, unfolded, hooked):
             expected = _plain(monkeypatch, resnet, x)
-            assert _fused_calls(resnet, x) == 0
+            calls = _fused_calls(resnet, x)
+            # the hooked block alone keeps mmdet's forward
+            assert calls == (14 if resnet is hooked else 0)
             for a, b in zip(_forward(resnet, x), expected):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert len(seen) == 3  # each of the 3 forwards ran the hook
 
 
 def test_under_autocast_the_fused_blocks_compute_in_bf16(monkeypatch):

@@ -20,10 +20,14 @@ from .device_choices import fold_batch_norms
 
 
 class _FoldedNorm:
-    """Mixed into a batch norm whose preceding convolution applies it."""
+    """Mixed into a batch norm whose preceding convolution (the sibling
+    module named in ``folded_conv``) may apply it."""
+
+    folded_conv: Tuple[nn.Module, str]  # (parent, name of the convolution)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training and fold_batch_norms(x.device):
+        parent, name = self.folded_conv
+        if _norm_applied_by(getattr(parent, name, None), x) is self:
             return x
         return super().forward(x)
 
@@ -61,10 +65,8 @@ class NormFoldedConv2d(nn.Conv2d):
             self, x: Tensor) -> Optional[Tuple[Tensor, Optional[Tensor]]]:
         """The weight and bias of this convolution with its norm folded in,
         for input ``x``; None when the norm is to be applied on its own."""
-        parent, name = self.folded_norm
-        norm = getattr(parent, name, None)
-        if (not isinstance(norm, _FoldedNorm) or norm.training
-                or not fold_batch_norms(x.device)):
+        norm = _norm_applied_by(self, x)
+        if norm is None:
             return None
         scale = norm.running_var.add(norm.eps).rsqrt()
         shift = -norm.running_mean * scale
@@ -76,21 +78,50 @@ class NormFoldedConv2d(nn.Conv2d):
         return self.weight * scale[:, None, None, None], shift
 
 
+def _norm_applied_by(conv: Optional[nn.Module],
+                     x: Tensor) -> Optional[nn.Module]:
+    """The norm that ``conv`` applies to its output for input ``x``, if any:
+    one decision, read by both the convolution and the norm."""
+    if not isinstance(conv, NormFoldedConv2d):
+        return None
+    parent, name = conv.folded_norm
+    norm = getattr(parent, name, None)
+    if (not isinstance(norm, _FoldedNorm) or norm.training
+            or has_forward_hooks(conv, norm)
+            or not fold_batch_norms(x.device)):
+        return None
+    return norm
+
+
+def has_forward_hooks(*modules: nn.Module) -> bool:
+    """Whether calling ``modules`` runs forward (pre-)hooks, theirs or
+    global ones. A kernel that skips or merges modules must then leave them
+    as they are: the hooks expect each module's own input and output (the
+    batched ONNX export masks every convolution's input that way)."""
+    if nn.modules.module._global_forward_hooks or (
+            nn.modules.module._global_forward_pre_hooks):
+        return True
+    return any(module._forward_hooks or module._forward_pre_hooks
+               for module in modules)
+
+
 def fold_batch_norms_into_convs(module: nn.Module) -> nn.Module:
     """Pair every plain ``nn.Conv2d`` with the ``BatchNorm2d`` or
     ``SyncBatchNorm`` registered right after it in the same parent module
     (mmdet's ResNet registers each norm after its convolution, as mmcv's
     ``fuse_conv_bn`` also assumes) and make them fold, in place. Modules,
-    parameters and names are kept; a norm that is later replaced (e.g. by a
-    conversion to SyncBN) is simply no longer folded."""
+    parameters and names are kept; a convolution or norm that is later
+    replaced (e.g. by a conversion to SyncBN), or given a forward hook, is
+    simply no longer folded."""
     for parent in module.modules():
-        previous = None
+        previous, previous_name = None, None
         for name, child in parent.named_children():
             if (type(child) in _FOLDED_CLASS and type(previous) is nn.Conv2d
                     and previous.out_channels == child.num_features):
                 child.__class__ = _FOLDED_CLASS[type(child)]
                 previous.__class__ = NormFoldedConv2d
-                # A tuple, so that the parent is not registered as a child.
+                # Tuples, so that the parent is not registered as a child.
                 previous.folded_norm = (parent, name)
-            previous = child
+                child.folded_conv = (parent, previous_name)
+            previous, previous_name = child, name
     return module

@@ -19,7 +19,7 @@ from mmdet.models.backbones.resnet import BasicBlock, Bottleneck
 from torch import Tensor, nn
 
 from .device_choices import fuse_conv_activations
-from .folded_batch_norm import NormFoldedConv2d
+from .folded_batch_norm import NormFoldedConv2d, has_forward_hooks
 
 
 def _fused_conv(conv: nn.Module,
@@ -46,8 +46,12 @@ def _fused_conv(conv: nn.Module,
 
 def _can_fuse(block: nn.Module, x: Tensor, convs) -> bool:
     """Every convolution plain, zero-padded and folded with its norm, no
-    plugin or gradient checkpointing, and nothing that needs a gradient."""
+    plugin, gradient checkpointing or forward hook (the fused path calls
+    neither the convolutions nor the ReLU as modules), and nothing that needs
+    a gradient."""
     if block.with_cp or getattr(block, 'with_plugins', False):
+        return False
+    if has_forward_hooks(block.relu, *convs):
         return False
     if not fuse_conv_activations(x.device):
         return False
