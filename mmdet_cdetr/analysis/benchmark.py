@@ -29,6 +29,7 @@ A bench with ``amp`` runs every step under autocast (the same model, so
 ``--amp`` rows sit beside the float32 ones of the same run).
 """
 import functools
+import inspect
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -278,15 +279,29 @@ def flops_by_module(model: nn.Module, inputs: Tensor,
 
 
 class _TensorForward(nn.Module):
-    """The detector's ``mode='tensor'`` forward with fixed data samples, as
-    the FLOP counter needs a plain module call."""
+    """The detector's ``mode='tensor'`` forward (backbone, neck, transformer,
+    head) with fixed data samples, as the FLOP counter needs a plain module
+    call.
+
+    Written out rather than called: mmdet 3.3's DETR ``_forward`` hands every
+    transformer output to the head, and ``DeformableDETRHead.forward``
+    refuses the encoder's proposals, so the head gets only the arguments its
+    ``forward`` takes.
+    """
 
     def __init__(self, model: nn.Module, samples: list) -> None:
         super().__init__()
         self.model, self.samples = model, samples
+        self.head_args = set(
+            inspect.signature(model.bbox_head.forward).parameters)
 
     def forward(self, inputs: Tensor):
-        return self.model(inputs, self.samples, mode='tensor')
+        head_inputs = self.model.forward_transformer(
+            self.model.extract_feat(inputs), self.samples)
+        return self.model.bbox_head(**{
+            k: v
+            for k, v in head_inputs.items() if k in self.head_args
+        })
 
 
 def run_benchmark(benches: Sequence[DetectorBench],
