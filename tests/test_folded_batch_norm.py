@@ -4,12 +4,15 @@ norm on running statistics, a norm in training mode left as it is, and
 mmdet's ResNet (frozen, as our configs train it) unchanged."""
 import pytest
 import torch
+from conftest import build_quick_model
 from mmdet.models.backbones import ResNet
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from mmdet_cdetr.ops import fold_batch_norms_into_convs, folded_batch_norm
+from mmdet_cdetr.ops import (Linear, fold_batch_norms_into_convs,
+                             folded_batch_norm, use_fast_kernels)
 from mmdet_cdetr.ops.folded_batch_norm import NormFoldedConv2d
+from mmdet_cdetr.ops.fused_resnet_blocks import FusedBasicBlock
 
 
 def _conv_bn(conv_bias: bool, affine: bool) -> nn.Sequential:
@@ -135,3 +138,23 @@ def test_frozen_resnet_is_unchanged_and_keeps_its_state_dict(monkeypatch):
     assert len(got) == len(expected)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_detector_folds_only_its_resnet():
+    model = build_quick_model()
+    backbone_convs = [
+        m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)
+    ]
+    assert backbone_convs and all(
+        isinstance(m, NormFoldedConv2d) for m in backbone_convs)
+    assert all(
+        isinstance(m, FusedBasicBlock)
+        for layer in (model.backbone.layer1, model.backbone.layer2)
+        for m in layer)
+    assert not any(
+        isinstance(m, NormFoldedConv2d) for m in model.neck.modules())
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert linears and all(type(m) is Linear for m in linears)
+    # Outside a ResNet a conv + norm pair keeps its norm.
+    other = use_fast_kernels(_conv_bn(False, True))
+    assert type(other[0]) is nn.Conv2d and type(other[1]) is nn.BatchNorm2d

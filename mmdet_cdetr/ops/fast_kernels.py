@@ -1,3 +1,4 @@
+from mmdet.models.backbones import ResNet
 from torch import nn
 
 from .fast_dropout import use_fast_dropout
@@ -7,13 +8,18 @@ from .fused_resnet_blocks import fuse_resnet_blocks
 
 
 def use_fast_kernels(module: nn.Module) -> nn.Module:
-    """Route every dropout, linear layer, conv + batch norm pair and ResNet
-    block under ``module`` through this package's kernels, in place.
-    Parameters, names and state dicts are unchanged, and each kernel decides
-    per call, from :mod:`.device_choices`, whether to run or to leave the
-    plain path."""
+    """Route every dropout and linear layer under ``module``, and the conv +
+    batch norm pairs and blocks of its mmdet ResNets (ResNetV1d, ResNeXt, ...
+    included), through this package's kernels, in place. Parameters, names
+    and state dicts are unchanged, and each kernel decides per call, from
+    :mod:`.device_choices`, whether to run or to leave the plain path.
+
+    Batch norms are folded only inside ResNets, whose forward applies each
+    norm to the output of the convolution registered just before it (the
+    pairing :func:`fold_batch_norms_into_convs` relies on); other backbones
+    keep their norms."""
     use_fast_dropout(module)
     use_fast_linear(module)
-    fold_batch_norms_into_convs(module)
-    fuse_resnet_blocks(module)
+    for resnet in [m for m in module.modules() if isinstance(m, ResNet)]:
+        fuse_resnet_blocks(fold_batch_norms_into_convs(resnet))
     return module
