@@ -58,10 +58,3 @@ def fold_batch_norms(device: Device) -> bool:
     eval mode) into the preceding convolution's weights and bias: one pass
     over the activations fewer forward and backward."""
     return _is_cpu_eager(device)
-
-
-def fuse_conv_activations(device: Device) -> bool:
-    """Without gradients, compute a ResNet block's convolutions together
-    with their ReLU and residual addition (oneDNN post-ops): two passes over
-    the activations fewer per block."""
-    return _is_cpu_eager(device) and torch.backends.mkldnn.is_available()

@@ -4,13 +4,12 @@ from torch import nn
 from .fast_dropout import use_fast_dropout
 from .fast_linear import use_fast_linear
 from .folded_batch_norm import fold_batch_norms_into_convs
-from .fused_resnet_blocks import fuse_resnet_blocks
 
 
 def use_fast_kernels(module: nn.Module) -> nn.Module:
     """Route every dropout and linear layer under ``module``, and the conv +
-    batch norm pairs and blocks of its mmdet ResNets (ResNetV1d, ResNeXt, ...
-    included), through this package's kernels, in place. Parameters, names
+    batch norm pairs of its mmdet ResNets (ResNetV1d, ResNeXt, ... included),
+    through this package's kernels, in place. Parameters, names
     and state dicts are unchanged, and each kernel decides per call, from
     :mod:`.device_choices`, whether to run or to leave the plain path.
 
@@ -21,5 +20,5 @@ def use_fast_kernels(module: nn.Module) -> nn.Module:
     use_fast_dropout(module)
     use_fast_linear(module)
     for resnet in [m for m in module.modules() if isinstance(m, ResNet)]:
-        fuse_resnet_blocks(fold_batch_norms_into_convs(resnet))
+        fold_batch_norms_into_convs(resnet)
     return module

@@ -87,17 +87,17 @@ def _norm_applied_by(conv: Optional[nn.Module],
     parent, name = conv.folded_norm
     norm = getattr(parent, name, None)
     if (not isinstance(norm, _FoldedNorm) or norm.training
-            or has_forward_hooks(conv, norm)
+            or _has_forward_hooks(conv, norm)
             or not fold_batch_norms(x.device)):
         return None
     return norm
 
 
-def has_forward_hooks(*modules: nn.Module) -> bool:
+def _has_forward_hooks(*modules: nn.Module) -> bool:
     """Whether calling ``modules`` runs forward (pre-)hooks, theirs or
-    global ones. A kernel that skips or merges modules must then leave them
-    as they are: the hooks expect each module's own input and output (the
-    batched ONNX export masks every convolution's input that way)."""
+    global ones. Folding must then leave the pair as it is: the hooks expect
+    each module's own input and output (the batched ONNX export masks every
+    convolution's input that way)."""
     if nn.modules.module._global_forward_hooks or (
             nn.modules.module._global_forward_pre_hooks):
         return True
