@@ -71,7 +71,7 @@ def build_detector(config: str, device: torch.device) -> nn.Module:
     return model.to(device)
 
 
-def build_config_optim_wrapper(config: str, model: nn.Module) -> OptimWrapper:
+def optim_wrapper_of(config: str, model: nn.Module) -> OptimWrapper:
     """The optimiser wrapper of ``config`` for ``model`` (optimiser, its
     settings, parameter-wise learning rates, gradient clipping), float32."""
     cfg = load_config(config)

@@ -8,12 +8,10 @@ import argparse
 import mmengine
 import torch
 
-from mmdet_cdetr.analysis.benchmark import (DetectorBench,
-                                            build_config_optim_wrapper,
-                                            build_detector,
+from mmdet_cdetr.analysis.benchmark import (DetectorBench, build_detector,
                                             copy_matching_weights,
                                             format_peaks, format_table,
-                                            run_benchmark)
+                                            optim_wrapper_of, run_benchmark)
 from mmdet_cdetr.analysis.machine_peak import measure_peaks
 from mmdet_cdetr.analysis.op_profile import format_profile, profile_by_op_class
 from mmdet_cdetr.utils import ArgumentError, report_user_errors
@@ -106,7 +104,7 @@ def main(args: argparse.Namespace) -> None:
         else:
             copied = copy_matching_weights(model, reference)
         print(f'{name}: {config} ({copied} tensors from the first model)')
-        optim_wrapper = build_config_optim_wrapper(config, model)
+        optim_wrapper = optim_wrapper_of(config, model)
         for amp in (False, True) if args.amp else (False, ):
             benches.append(
                 DetectorBench(name + '+amp' * amp, model, device,
