@@ -2,7 +2,8 @@
 ``tools/misc/gpu_check.sh`` runs them with the GPU benchmark.
 
 Each device-dependent branch of the code has its CUDA side here: the
-backbone's memory format, PyTorch's fused dropout inside attention, fp16
+backbone's memory format, the linear layers and batch norms (oneDNN and
+folding on the CPU only), PyTorch's fused dropout inside attention, fp16
 and bf16 autocast (mmengine's ``AmpOptimWrapper``), and NCCL."""
 import copy
 import os
@@ -13,9 +14,11 @@ import torch
 from conftest import REPO, parity_batch, randomize_, run_tool, write_config
 from mmengine.optim import AmpOptimWrapper
 from test_group_detr import batch_with_boxes, build_model, without_dropout
+from torch.profiler import ProfilerActivity, profile
 
-from mmdet_cdetr.ops import (channels_last_backbone, multi_head_attention,
-                             numpy_dropout_masks, pad_value_heads)
+from mmdet_cdetr.ops import (channels_last_backbone, fold_batch_norms, linear,
+                             multi_head_attention, numpy_dropout_masks,
+                             onednn_linear, pad_value_heads)
 from mmdet_cdetr.registry import MODELS
 
 
@@ -23,8 +26,27 @@ def test_device_choices_are_off_on_cuda():
     """The CPU's speed-ups are not taken on CUDA, where they were never
     measured: the code does what mmdet does there."""
     for choice in (channels_last_backbone, numpy_dropout_masks,
-                   pad_value_heads):
+                   pad_value_heads, fold_batch_norms):
         assert choice('cpu') and not choice('cuda')
+    assert not onednn_linear('cuda')
+
+
+@pytest.mark.cuda
+def test_cuda_linear_and_batch_norms_take_the_plain_path():
+    """On CUDA our linear layers are ``F.linear`` and the backbone's norms
+    run as norms (the CPU folds them into its convolutions)."""
+    x, weight = torch.randn(
+        4, 8, device='cuda'), torch.randn(
+            3, 8, device='cuda')
+    torch.testing.assert_close(
+        linear(x, weight, None), torch.nn.functional.linear(x, weight, None))
+    model = _on_cuda(build_model(1)).eval()
+    inputs, _ = parity_batch(model)
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        model.extract_feat(inputs.cuda())
+    names = {event.name for event in prof.events()}
+    assert any('batch_norm' in name for name in names)
+    assert not any(name.startswith('mkldnn::') for name in names)
 
 
 def _on_cuda(model):
