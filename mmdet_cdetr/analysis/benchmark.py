@@ -347,25 +347,35 @@ def run_benchmark(benches: Sequence[DetectorBench],
         result['peak_mem'] = peak_memory(bench.steps()['train'], bench.device)
         result.update(bench.complexity())
         if peaks:
-            result.update(
-                _achieved(result,
-                          peaks['bfloat16' if bench.amp else 'float32']))
+            result.update(_achieved(result, peaks, bench.amp))
         results[bench.name] = result
     return results
 
 
-def _achieved(result: dict, peak: float) -> Dict[str, float]:
-    """GFLOP/s (2 per multiply-add) of the training step (3x its forward
-    pass: the backward pass costs about twice the forward) and of
-    inference, and their fractions of ``peak``."""
-    train = 2 * 3 * result['train_forward_flops'] / result['train']['median']
-    infer = 2 * result['flops'] / result['infer']['median']
+def achieved_gflops(multiply_adds: float, seconds: float,
+                    peaks: Dict[str, float], amp: bool) -> Tuple[float, float]:
+    """GFLOP/s (2 per multiply-add) of ``multiply_adds`` done in ``seconds``,
+    and its fraction of the peak of its precision (bf16's under ``amp``)."""
+    gflops = 2 * multiply_adds / seconds / 1e9
+    return gflops, gflops / peaks['bfloat16' if amp else 'float32']
+
+
+def _achieved(result: dict, peaks: Dict[str, float],
+              amp: bool) -> Dict[str, float]:
+    """:func:`achieved_gflops` of the training step (3x its forward pass:
+    the backward pass costs about twice the forward) and of inference."""
+    train, train_of_peak = achieved_gflops(3 * result['train_forward_flops'],
+                                           result['train']['median'], peaks,
+                                           amp)
+    infer, infer_of_peak = achieved_gflops(result['flops'],
+                                           result['infer']['median'], peaks,
+                                           amp)
     return dict(
-        peak_gflops=peak,
-        train_gflops=train / 1e9,
-        train_of_peak=train / 1e9 / peak,
-        infer_gflops=infer / 1e9,
-        infer_of_peak=infer / 1e9 / peak)
+        peak_gflops=peaks['bfloat16' if amp else 'float32'],
+        train_gflops=train,
+        train_of_peak=train_of_peak,
+        infer_gflops=infer,
+        infer_of_peak=infer_of_peak)
 
 
 def format_peaks(peaks: Dict[str, float]) -> str:

@@ -19,7 +19,7 @@ import mmengine
 import torch
 from mmengine.runner import load_checkpoint
 
-from mmdet_cdetr.analysis.benchmark import (build_detector,
+from mmdet_cdetr.analysis.benchmark import (achieved_gflops, build_detector,
                                             copy_matching_weights,
                                             flops_by_module, format_peaks,
                                             make_batch)
@@ -135,11 +135,11 @@ def main(args: argparse.Namespace) -> None:
     print(format_latency_table(times))
     for name, runs in times.items():
         median = statistics.median(runs['wall'])
-        gflops = 2 * flops / median / 1e9
-        peak = peaks['bfloat16' if name.endswith('+amp') else 'float32']
+        amp = name.endswith('+amp')
+        gflops, of_peak = achieved_gflops(flops, median, peaks, amp)
         print(f'{name}: {args.batch_size / median:.1f} images/s, '
-              f'{gflops:.0f} GFLOP/s ({gflops / peak:.2f} of the '
-              f'{"bf16" if name.endswith("+amp") else "float32"} peak)')
+              f'{gflops:.0f} GFLOP/s ({of_peak:.2f} of the '
+              f'{"bf16" if amp else "float32"} peak)')
     print(f'\nmeasurements: {args.out}')
 
 
