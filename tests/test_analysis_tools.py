@@ -6,6 +6,7 @@ import os.path as osp
 import pytest
 from conftest import run_tool
 
+from mmdet_cdetr.analysis import machine_peak
 from mmdet_cdetr.analysis.convergence import (epochs_to_reach, format_table,
                                               summarise, training_minutes)
 
@@ -181,3 +182,25 @@ def test_training_minutes_sum_the_logged_iteration_times():
         1: (5 + 10) / 60,
         2: (5 + 10 + 30) / 60
     })
+
+
+def test_peaks_are_the_higher_of_before_and_after(monkeypatch):
+    calls = []
+    measured = iter([
+        dict(float32=100., float32_conv=100., float32_gemm=80.),
+        dict(float32=90., float32_conv=70., float32_gemm=90.),
+    ])
+
+    def fake_measure(device):
+        calls.append('peak')
+        return next(measured)
+
+    def run():
+        calls.append('run')
+        return 'timings'
+
+    monkeypatch.setattr(machine_peak, 'measure_peaks', fake_measure)
+    result, peaks = machine_peak.measure_peaks_around(run, 'cpu')
+    assert calls == ['peak', 'run', 'peak']
+    assert result == 'timings'
+    assert peaks == dict(float32=100., float32_conv=100., float32_gemm=90.)

@@ -3,6 +3,7 @@ here): training steps run and stay close to float32, the attention kernels
 equal the plain computation under bf16, and what needs float32 (matching
 costs, losses, box logits, reference points) gets it."""
 import copy
+import logging
 
 import pytest
 import torch
@@ -14,8 +15,9 @@ from test_group_detr import batch_with_boxes, build_model, without_dropout
 
 from mmdet_cdetr.engine import BF16OptimWrapper
 from mmdet_cdetr.models.layers import ConditionalAttention
-from mmdet_cdetr.ops import multi_head_attention
+from mmdet_cdetr.ops import device_choices, fast_autocast, multi_head_attention
 from mmdet_cdetr.registry import MODELS, OPTIM_WRAPPERS
+from mmdet_cdetr.utils import autocast_warning
 
 bf16_autocast = torch.autocast('cpu', dtype=torch.bfloat16)
 
@@ -172,6 +174,32 @@ def test_bf16_optim_wrapper_trains_under_autocast():
     assert dtypes == [torch.bfloat16]
     assert model.query_embedding.weight.dtype == torch.float32
     assert not torch.equal(before, model.query_embedding.weight)
+
+
+@pytest.mark.parametrize('native', [True, False])
+def test_amp_warns_once_where_the_cpu_emulates_bf16(monkeypatch, native):
+    monkeypatch.setattr(device_choices, '_cpu_has_bf16', lambda: native)
+    assert fast_autocast('cpu') is native
+    assert fast_autocast('cuda')
+    logged = []
+    monkeypatch.setattr(autocast_warning, 'print_log',
+                        lambda msg, **kwargs: logged.append((msg, kwargs)))
+    model = without_dropout(build_model(1)).train()
+    wrapper = OPTIM_WRAPPERS.build(
+        dict(
+            type='BF16OptimWrapper',
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.01)))
+    inputs, samples = batch_with_boxes(model)
+    for _ in range(2):
+        with wrapper.optim_context(model):
+            losses = model.loss(inputs, samples)
+        wrapper.update_params(sum(losses.values()))
+    assert autocast_warning.warn_if_autocast_is_slow('cuda') is False
+    assert len(logged) == (0 if native else 1), logged
+    if not native:
+        message, kwargs = logged[0]
+        assert '--amp' in message and 'emulated' in message
+        assert kwargs['level'] == logging.WARNING
 
 
 def test_train_and_test_with_amp_on_the_cpu(synthetic_root, tmp_path):

@@ -10,7 +10,7 @@ from mmengine.runner.amp import autocast
 
 from mmdet_cdetr.registry import DATASETS
 from mmdet_cdetr.utils import (ArgumentError, InputNotFoundError,
-                               report_user_errors)
+                               report_user_errors, warn_if_autocast_is_slow)
 from mmdet_cdetr.utils.config_options import read_config
 
 
@@ -73,6 +73,8 @@ def main(args: argparse.Namespace) -> None:
             DATASETS.build(dict(cfg.test_dataloader.dataset,
                                 lazy_init=True)).metainfo)
     device_type = inferencer.model.data_preprocessor.device.type
+    if args.amp:
+        warn_if_autocast_is_slow(device_type)
     with autocast(device_type, enabled=args.amp):
         inferencer(
             args.inputs,

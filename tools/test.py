@@ -8,9 +8,12 @@ tests on each image and its horizontal flip (mmdet's ``DetTTAModel``).
 import argparse
 import os.path as osp
 
+from mmengine.device import get_device
+
 from mmdet_cdetr.utils import (InputNotFoundError, add_runner_args,
                                add_test_args, apply_test_args, build_runner,
-                               load_config, report_user_errors, use_flip_tta)
+                               load_config, report_user_errors, use_flip_tta,
+                               warn_if_autocast_is_slow)
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,6 +41,7 @@ def main(args: argparse.Namespace) -> None:
     apply_test_args(cfg, args)
     if args.amp:
         cfg.test_cfg.fp16 = True
+        warn_if_autocast_is_slow(get_device())
     if args.tta:
         use_flip_tta(cfg)
     build_runner(cfg).test()

@@ -307,12 +307,9 @@ class _TensorForward(nn.Module):
 def run_benchmark(benches: Sequence[DetectorBench],
                   repeats: int,
                   warmup: int,
-                  log: Optional[Callable[[str], None]] = None,
-                  peaks: Optional[Dict[str, float]] = None) -> dict:
-    """Interleaved timing, then peak memory and complexity per model, and
-    with ``peaks`` (:func:`~.machine_peak.measure_peaks`) the achieved
-    GFLOP/s of the training step and of inference against the peak of
-    the model's precision.
+                  log: Optional[Callable[[str], None]] = None) -> dict:
+    """Interleaved timing, then peak memory and complexity per model
+    (:func:`add_achieved` adds the speed against the machine's peaks).
 
     Returns:
         dict: model name -> measurements (seconds, bytes, counts).
@@ -346,8 +343,6 @@ def run_benchmark(benches: Sequence[DetectorBench],
         }
         result['peak_mem'] = peak_memory(bench.steps()['train'], bench.device)
         result.update(bench.complexity())
-        if peaks:
-            result.update(_achieved(result, peaks, bench.amp))
         results[bench.name] = result
     return results
 
@@ -360,17 +355,17 @@ def achieved_gflops(multiply_adds: float, seconds: float,
     return gflops, gflops / peaks['bfloat16' if amp else 'float32']
 
 
-def _achieved(result: dict, peaks: Dict[str, float],
-              amp: bool) -> Dict[str, float]:
-    """:func:`achieved_gflops` of the training step (3x its forward pass:
-    the backward pass costs about twice the forward) and of inference."""
+def add_achieved(result: dict, peaks: Dict[str, float], amp: bool) -> None:
+    """Add to one model's :func:`run_benchmark` result the
+    :func:`achieved_gflops` of its training step (3x its forward pass: the
+    backward pass costs about twice the forward) and of inference."""
     train, train_of_peak = achieved_gflops(3 * result['train_forward_flops'],
                                            result['train']['median'], peaks,
                                            amp)
     infer, infer_of_peak = achieved_gflops(result['flops'],
                                            result['infer']['median'], peaks,
                                            amp)
-    return dict(
+    result.update(
         peak_gflops=peaks['bfloat16' if amp else 'float32'],
         train_gflops=train,
         train_of_peak=train_of_peak,

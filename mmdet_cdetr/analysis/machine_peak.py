@@ -1,6 +1,7 @@
 """What this machine's cores can do: the speed of its fastest dense
 operations, measured in the same process and with the same threads as the
-model they are compared with.
+model they are compared with, before and after it
+(:func:`measure_peaks_around`).
 
 A 3x3 convolution (256 channels, NHWC: oneDNN's best case on CPUs) and a
 2048^3 matrix product as the model's linear layers compute it
@@ -8,13 +9,15 @@ A 3x3 convolution (256 channels, NHWC: oneDNN's best case on CPUs) and a
 multiply-add. The peak of a precision is the faster of the two: a model's
 achieved GFLOP/s over it says how far the model is from the machine's limit.
 """
-from typing import Dict
+from typing import Callable, Dict, Tuple, TypeVar
 
 import torch
 import torch.nn.functional as F
 
 from mmdet_cdetr.ops import linear
 from .benchmark import _timed
+
+Result = TypeVar('Result')
 
 _CONV_SHAPE = (1, 256, 64, 64)  # batch, channels, height, width
 _GEMM_SIZE = 2048
@@ -58,3 +61,16 @@ def measure_peaks(device: torch.device, repeats: int = 5) -> Dict[str, float]:
                                                     repeats)
         results[name] = max(results[f'{name}_conv'], results[f'{name}_gemm'])
     return results
+
+
+def measure_peaks_around(
+        run: Callable[[], Result],
+        device: torch.device) -> Tuple[Result, Dict[str, float]]:
+    """``run()``'s result, and the peaks measured before and after it, the
+    higher of the two kept for each: a load that passes during one
+    measurement (another process, the CPU's clock) would otherwise lower
+    the peak and raise every fraction of it."""
+    before = measure_peaks(device)
+    result = run()
+    after = measure_peaks(device)
+    return result, {key: max(before[key], after[key]) for key in before}

@@ -58,3 +58,15 @@ def fold_batch_norms(device: Device) -> bool:
     eval mode) into the preceding convolution's weights and bias: one pass
     over the activations fewer forward and backward."""
     return _is_cpu_eager(device)
+
+
+def fast_autocast(device: Device) -> bool:
+    """Whether autocast can beat float32 on ``device``: on accelerators
+    (fp16), and on CPUs for which oneDNN reports bf16 support (AVX-512 or
+    AMX). CPUs with AVX2 alone emulate bf16: on one, convolutions and matrix
+    products measured 7-10x slower than in float32 (docs/performance.md)."""
+    return not _is_cpu(device) or _cpu_has_bf16()
+
+
+def _cpu_has_bf16() -> bool:
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()

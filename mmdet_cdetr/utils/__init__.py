@@ -1,3 +1,4 @@
+from .autocast_warning import warn_if_autocast_is_slow
 from .checkpoint_file import apply_resume
 from .checkpoint_safety import allow_mmengine_checkpoints
 from .cli import (add_runner_args, build_runner, load_config,
@@ -15,5 +16,6 @@ __all__ = [
     'allow_mmengine_checkpoints', 'apply_resume', 'apply_test_args',
     'build_runner', 'init_weights_quietly', 'load_config', 'lock_work_dir',
     'prepare_cpu_distributed', 'register_all_modules',
-    'register_openmmlab_package', 'report_user_errors', 'use_flip_tta'
+    'register_openmmlab_package', 'report_user_errors', 'use_flip_tta',
+    'warn_if_autocast_is_slow'
 ]

@@ -26,7 +26,7 @@ from mmdet_cdetr.analysis.benchmark import (achieved_gflops, build_detector,
 from mmdet_cdetr.analysis.inference_speed import (format_latency_table,
                                                   pytorch_inference,
                                                   time_interleaved)
-from mmdet_cdetr.analysis.machine_peak import measure_peaks
+from mmdet_cdetr.analysis.machine_peak import measure_peaks_around
 from mmdet_cdetr.deployment import OPTIMIZATION_LEVELS, OrtRunner
 from mmdet_cdetr.utils import report_user_errors
 
@@ -119,9 +119,9 @@ def main(args: argparse.Namespace) -> None:
         else:
             candidates[name] = (
                 lambda run=runner: [run(image[None]) for image in images])
-    times = time_interleaved(candidates, args.max_iter, args.num_warmup,
-                             device, print)
-    peaks = measure_peaks(device)
+    times, peaks = measure_peaks_around(
+        lambda: time_interleaved(candidates, args.max_iter, args.num_warmup,
+                                 device, print), device)
     flops = flops_by_module(model, inputs, samples)['']
     mmengine.dump(
         dict(

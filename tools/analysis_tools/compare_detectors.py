@@ -8,11 +8,12 @@ import argparse
 import mmengine
 import torch
 
-from mmdet_cdetr.analysis.benchmark import (DetectorBench, build_detector,
+from mmdet_cdetr.analysis.benchmark import (DetectorBench, add_achieved,
+                                            build_detector,
                                             copy_matching_weights,
                                             format_peaks, format_table,
                                             optim_wrapper_of, run_benchmark)
-from mmdet_cdetr.analysis.machine_peak import measure_peaks
+from mmdet_cdetr.analysis.machine_peak import measure_peaks_around
 from mmdet_cdetr.analysis.op_profile import format_profile, profile_by_op_class
 from mmdet_cdetr.utils import ArgumentError, report_user_errors
 
@@ -111,9 +112,11 @@ def main(args: argparse.Namespace) -> None:
                               (args.batch_size, tuple(args.train_size)),
                               tuple(args.infer_size), args.num_gts,
                               model.bbox_head.num_classes, optim_wrapper, amp))
-    peaks = measure_peaks(device)
-    results = run_benchmark(
-        benches, args.repeats, args.warmup, log=print, peaks=peaks)
+    results, peaks = measure_peaks_around(
+        lambda: run_benchmark(benches, args.repeats, args.warmup, log=print),
+        device)
+    for bench in benches:
+        add_achieved(results[bench.name], peaks, bench.amp)
     setting = dict(
         vars(args), torch_threads=torch.get_num_threads(), models=models)
     mmengine.dump(

@@ -6,6 +6,7 @@ from mmengine.optim import OptimWrapper
 from torch import nn
 
 from mmdet_cdetr.registry import OPTIM_WRAPPERS
+from mmdet_cdetr.utils import warn_if_autocast_is_slow
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -22,9 +23,16 @@ class BF16OptimWrapper(OptimWrapper):
     selects; on GPUs ``--amp`` keeps mmengine's ``AmpOptimWrapper``.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._speed_checked = False
+
     @contextmanager
     def optim_context(self, model: nn.Module) -> Iterator[None]:
         device_type = next(model.parameters()).device.type
+        if not self._speed_checked:
+            warn_if_autocast_is_slow(device_type)
+            self._speed_checked = True
         with super().optim_context(model), torch.autocast(
                 device_type, dtype=torch.bfloat16):
             yield
