@@ -8,11 +8,29 @@ from mmcv.cnn.bricks.transformer import FFN
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from mmdet_cdetr.ops import (Linear, fast_linear, linear, onednn_linear,
-                             use_fast_linear)
+from mmdet_cdetr.ops import (Linear, device_choices, fast_linear, linear,
+                             onednn_linear, use_fast_linear)
 
 pytestmark = pytest.mark.skipif(
-    not onednn_linear('cpu'), reason='PyTorch built without oneDNN')
+    not torch.backends.mkldnn.is_available(),
+    reason='PyTorch built without oneDNN')
+
+
+@pytest.fixture(autouse=True)
+def onednn_chosen(monkeypatch):
+    """The kernel on every CPU, whatever this one's vector width."""
+    monkeypatch.setattr(device_choices, '_cpu_capability', lambda: 'AVX512')
+
+
+@pytest.mark.parametrize('capability, chosen', [('AVX512', True),
+                                                ('AVX2', False),
+                                                ('DEFAULT', False)])
+def test_onednn_is_chosen_only_with_avx512(monkeypatch, capability, chosen):
+    monkeypatch.setattr(device_choices, '_cpu_capability', lambda: capability)
+    assert onednn_linear('cpu') is chosen
+    x, weight, bias = _tensors((50, 32), (16, 32), (16, ))
+    ops = _ops_called(lambda: linear(x, weight, bias))
+    assert ('mkldnn::_linear_pointwise' in ops) is chosen
 
 
 def _tensors(*shapes, dtype=torch.float32):

@@ -48,9 +48,18 @@ def pad_value_heads(device: Device) -> bool:
 
 def onednn_linear(device: Device) -> bool:
     """Compute float32 linear layers with oneDNN's matrix product instead of
-    the BLAS that ``F.linear`` calls (MKL: on AMD CPUs it runs at less than
-    half oneDNN's speed). Both accumulate in float32."""
-    return _is_cpu_eager(device) and torch.backends.mkldnn.is_available()
+    the BLAS that ``F.linear`` calls (MKL), on CPUs with AVX-512. Both
+    accumulate in float32. On an AMD CPU with AVX-512, MKL keeps to slower
+    kernels and oneDNN made the R50 model's inference 1.12x faster; on one
+    with AVX2 alone, MKL runs its best kernels and oneDNN gained nothing
+    (``docs/performance.md``)."""
+    return (_is_cpu_eager(device) and torch.backends.mkldnn.is_available()
+            and _cpu_capability() == 'AVX512')
+
+
+def _cpu_capability() -> str:
+    """The widest vector instructions PyTorch's CPU kernels use here."""
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def fold_batch_norms(device: Device) -> bool:
