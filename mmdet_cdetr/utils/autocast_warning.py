@@ -8,8 +8,8 @@ from mmdet_cdetr.ops.device_choices import fast_autocast
 
 
 def warn_if_autocast_is_slow(device: Union[torch.device, str]) -> bool:
-    """Warn when ``--amp`` on ``device`` will run slower
-    than float32 (a CPU that emulates bf16); returns whether it warned.
+    """Warn when ``--amp`` on ``device`` will run slower than float32 (a
+    CPU that emulates bf16); returns whether it warned.
 
     Autocast is the user's request, so it still runs: the numbers are those
     of bf16 either way, only the time differs."""
