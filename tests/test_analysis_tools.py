@@ -4,6 +4,7 @@ import json
 import os.path as osp
 
 import pytest
+import torch
 from conftest import run_tool
 
 from mmdet_cdetr.analysis import machine_peak
@@ -37,6 +38,8 @@ def test_benchmark_smoke(tmp_path):
         assert peaks[precision] == max(peaks[precision + '_conv'],
                                        peaks[precision + '_gemm']) > 0
     assert 'float32 peak:' in result.stdout
+    processor = measured['setting']['processor']
+    assert processor.startswith('cpu: ') and processor in result.stdout
     for name, r in results.items():
         peak = peaks['bfloat16' if name.endswith('+amp') else 'float32']
         assert r['peak_gflops'] == peak
@@ -204,3 +207,26 @@ def test_peaks_are_the_higher_of_before_and_after(monkeypatch):
     assert calls == ['peak', 'run', 'peak']
     assert result == 'timings'
     assert peaks == dict(float32=100., float32_conv=100., float32_gemm=90.)
+
+
+def test_processor_description_names_the_cpu_and_its_vector_width(
+        tmp_path, monkeypatch):
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text('processor\t: 0\ncpu family\t: 23\nmodel\t\t: 1\n'
+                       'model name\t: AMD EPYC\nprocessor\t: 1\n'
+                       'model name\t: other\n')
+    fields = machine_peak._cpuinfo_fields(
+        ('model name', 'cpu family', 'model'), str(cpuinfo))
+    assert fields == {
+        'cpu family': '23',
+        'model': '1',
+        'model name': 'AMD EPYC'
+    }
+    assert machine_peak._cpuinfo_fields(('model', ),
+                                        str(tmp_path / 'absent')) == {}
+    monkeypatch.setattr(machine_peak, '_cpuinfo_fields', lambda keys: fields)
+    monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability',
+                        lambda: 'AVX2')
+    assert machine_peak.describe_processor('cpu') == (
+        f'cpu: AMD EPYC, family 23 model 1, AVX2, '
+        f'{torch.get_num_threads()} threads')

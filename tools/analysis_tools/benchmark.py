@@ -26,7 +26,8 @@ from mmdet_cdetr.analysis.benchmark import (achieved_gflops, build_detector,
 from mmdet_cdetr.analysis.inference_speed import (format_latency_table,
                                                   pytorch_inference,
                                                   time_interleaved)
-from mmdet_cdetr.analysis.machine_peak import measure_peaks_around
+from mmdet_cdetr.analysis.machine_peak import (describe_processor,
+                                               measure_peaks_around)
 from mmdet_cdetr.deployment import OPTIMIZATION_LEVELS, OrtRunner
 from mmdet_cdetr.utils import report_user_errors
 
@@ -125,12 +126,16 @@ def main(args: argparse.Namespace) -> None:
     flops = flops_by_module(model, inputs, samples)['']
     mmengine.dump(
         dict(
-            setting=dict(vars(args), torch_threads=torch.get_num_threads()),
+            setting=dict(
+                vars(args),
+                torch_threads=torch.get_num_threads(),
+                processor=describe_processor(device)),
             seconds=times,
             peaks=peaks,
             flops=flops),
         args.out,
         indent=2)
+    print(describe_processor(device))
     print(format_peaks(peaks))
     print(format_latency_table(times))
     for name, runs in times.items():

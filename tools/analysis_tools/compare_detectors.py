@@ -13,7 +13,8 @@ from mmdet_cdetr.analysis.benchmark import (DetectorBench, add_achieved,
                                             copy_matching_weights,
                                             format_peaks, format_table,
                                             optim_wrapper_of, run_benchmark)
-from mmdet_cdetr.analysis.machine_peak import measure_peaks_around
+from mmdet_cdetr.analysis.machine_peak import (describe_processor,
+                                               measure_peaks_around)
 from mmdet_cdetr.analysis.op_profile import format_profile, profile_by_op_class
 from mmdet_cdetr.utils import ArgumentError, report_user_errors
 
@@ -118,11 +119,15 @@ def main(args: argparse.Namespace) -> None:
     for bench in benches:
         add_achieved(results[bench.name], peaks, bench.amp)
     setting = dict(
-        vars(args), torch_threads=torch.get_num_threads(), models=models)
+        vars(args),
+        torch_threads=torch.get_num_threads(),
+        processor=describe_processor(device),
+        models=models)
     mmengine.dump(
         dict(setting=setting, peaks=peaks, results=results),
         args.out,
         indent=2)
+    print(describe_processor(device))
     print(format_peaks(peaks))
     print(format_table(results, args.baseline))
     if args.profile:
