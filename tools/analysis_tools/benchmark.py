@@ -124,18 +124,19 @@ def main(args: argparse.Namespace) -> None:
         lambda: time_interleaved(candidates, args.max_iter, args.num_warmup,
                                  device, print), device)
     flops = flops_by_module(model, inputs, samples)['']
+    processor = describe_processor(device)
     mmengine.dump(
         dict(
             setting=dict(
                 vars(args),
                 torch_threads=torch.get_num_threads(),
-                processor=describe_processor(device)),
+                processor=processor),
             seconds=times,
             peaks=peaks,
             flops=flops),
         args.out,
         indent=2)
-    print(describe_processor(device))
+    print(processor)
     print(format_peaks(peaks))
     print(format_latency_table(times))
     for name, runs in times.items():

@@ -118,16 +118,17 @@ def main(args: argparse.Namespace) -> None:
         device)
     for bench in benches:
         add_achieved(results[bench.name], peaks, bench.amp)
+    processor = describe_processor(device)
     setting = dict(
         vars(args),
         torch_threads=torch.get_num_threads(),
-        processor=describe_processor(device),
+        processor=processor,
         models=models)
     mmengine.dump(
         dict(setting=setting, peaks=peaks, results=results),
         args.out,
         indent=2)
-    print(describe_processor(device))
+    print(processor)
     print(format_peaks(peaks))
     print(format_table(results, args.baseline))
     if args.profile:
