@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import run_tool
 
-from mmdet_cdetr.analysis import machine_peak
+from mmdet_cdetr.analysis import machine_peak, page_faults
 from mmdet_cdetr.analysis.convergence import (epochs_to_reach, format_table,
                                               summarise, training_minutes)
 
@@ -52,6 +52,7 @@ def test_benchmark_smoke(tmp_path):
         for step in ('train', 'train_th', 'infer'):
             assert len(r[step]['values']) == 2
             assert 0 < r[step]['min'] <= r[step]['median'] <= r[step]['max']
+            assert r[step]['page_faults'] >= 0
         assert 0 < r['flops_th'] < r['flops']
         assert 0 < r['params_th'] < r['params']
         assert r['peak_mem'] > 0
@@ -61,6 +62,12 @@ def test_benchmark_smoke(tmp_path):
     row = next(line for line in result.stdout.splitlines()
                if line.startswith('| mmdet-conditional-detr |'))
     assert row.count('| 1.00x') == 4
+    assert 'page faults train / infer' in result.stdout
+    train_faults = builtin['train']['page_faults'] / 1e3
+    assert f'| {train_faults:.1f}k / ' in row
+    fault_us = measured['page_fault_seconds'] * 1e6
+    assert 0 < fault_us < 1000
+    assert f'minor page fault: {fault_us:.2f} us' in result.stdout
 
 
 def test_convergence_smoke(tmp_path, synthetic_root):
@@ -230,3 +237,23 @@ def test_processor_description_names_the_cpu_and_its_vector_width(
     assert machine_peak.describe_processor('cpu') == (
         f'cpu: AMD EPYC, family 23 model 1, AVX2, '
         f'{torch.get_num_threads()} threads')
+
+
+@pytest.mark.skipif(
+    page_faults.minor_page_faults() is None,
+    reason='this platform does not count page faults')
+def test_page_faults_count_first_touches_of_fresh_memory():
+    """Writing a fresh buffer faults its pages in, writing it again does
+    not: the counter the benchmark reports sees what the profiler cannot."""
+    size = 64 * 2**20
+    before = page_faults.minor_page_faults()
+    buffer = torch.empty(size // 4).fill_(1.)
+    first = page_faults.minor_page_faults() - before
+    buffer.fill_(2.)
+    second = page_faults.minor_page_faults() - before - first
+    # glibc maps a 64 MiB allocation fresh: one fault per 4 KiB page (fewer
+    # with huge pages); a second pass over the same memory faults nothing.
+    assert first >= size // 2**21
+    assert second < first
+    cost = page_faults.page_fault_seconds(repeats=3)
+    assert 0 < cost < 1e-3

@@ -16,6 +16,8 @@ Measured per model:
 * ``train_th``: forward + backward of the transformer and head alone
   (encoder, decoder, matching, losses) on fixed backbone features;
 * ``infer``: inference of one ``infer_size`` image (``mode='predict'``);
+* ``page_faults`` of each step (median; :mod:`.page_faults`): the time
+  the kernel spends handing out fresh memory is in no operator's profile;
 * ``peak_mem``: the peak of tensor memory allocated during one training
   step above what was allocated before it. On CUDA this is
   ``torch.cuda.max_memory_allocated``; on the CPU, where torch keeps no such
@@ -49,6 +51,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from mmdet_cdetr.registry import MODELS
 from mmdet_cdetr.utils import init_weights_quietly
+from .page_faults import minor_page_faults
 
 # Modules that are not part of the transformer + head.
 BACKBONE_PREFIXES = ('backbone', 'neck')
@@ -321,12 +324,23 @@ def run_benchmark(benches: Sequence[DetectorBench],
         }
         for bench in benches
     }
+    faults: Dict[str, Dict[str, List[int]]] = {
+        bench.name: {
+            step: []
+            for step in bench.steps()
+        }
+        for bench in benches
+    }
     for rep in range(warmup + repeats):
         for bench in benches:
             for step, fn in bench.steps().items():
+                faults_before = minor_page_faults()
                 elapsed = _timed(fn, bench.device)
                 if rep >= warmup:
                     times[bench.name][step].append(elapsed)
+                    if faults_before is not None:
+                        faults[bench.name][step].append(minor_page_faults() -
+                                                        faults_before)
         if log:
             log(f'repetition {rep + 1}/{warmup + repeats} done' +
                 (' (warm-up)' if rep < warmup else ''))
@@ -338,13 +352,18 @@ def run_benchmark(benches: Sequence[DetectorBench],
                 median=statistics.median(values),
                 min=min(values),
                 max=max(values),
-                values=values)
+                values=values,
+                page_faults=_median_or_none(faults[bench.name][step]))
             for step, values in times[bench.name].items()
         }
         result['peak_mem'] = peak_memory(bench.steps()['train'], bench.device)
         result.update(bench.complexity())
         results[bench.name] = result
     return results
+
+
+def _median_or_none(values: List[int]) -> Optional[float]:
+    return statistics.median(values) if values else None
 
 
 def achieved_gflops(multiply_adds: float, seconds: float,
@@ -381,12 +400,28 @@ def format_peaks(peaks: Dict[str, float]) -> str:
         for name in ('float32', 'bfloat16'))
 
 
-def format_table(results: dict, baseline: str) -> str:
+def format_table(results: dict,
+                 baseline: str,
+                 fault_seconds: Optional[float] = None) -> str:
     """Markdown table; ratios are relative to the ``baseline`` model, and
     with peaks measured (:func:`run_benchmark`) two columns give the
-    training step's and inference's GFLOP/s and fraction of the peak."""
+    training step's and inference's GFLOP/s and fraction of the peak. Where
+    the platform counts page faults, a column gives the training step's and
+    inference's (thousands), with the time they cost where
+    ``fault_seconds`` (:func:`~.page_faults.page_fault_seconds`) is given."""
     base = results[baseline]
     with_peak = all('peak_gflops' in r for r in results.values())
+    with_faults = all(r[step].get('page_faults') is not None
+                      for r in results.values()
+                      for step in ('train', 'infer'))
+
+    def faults_cell(result: dict) -> str:
+        counts = [result[step]['page_faults'] for step in ('train', 'infer')]
+        cell = ' / '.join(f'{count / 1e3:.1f}k' for count in counts)
+        if fault_seconds is not None:
+            cell += ' (' + ' / '.join(
+                f'{count * fault_seconds * 1e3:.0f}' for count in counts) + ' ms)'
+        return cell
 
     def time_cell(result: dict, key: str) -> str:
         r = result[key]
@@ -399,13 +434,16 @@ def format_table(results: dict, baseline: str) -> str:
         'train step ms (min-max)', 'vs base', 'T+H fwd+bwd ms (min-max)',
         'vs base', 'inference ms (min-max)', 'vs base', 'peak mem MB',
         'vs base'
-    ] + ['train GFLOP/s (of peak)', 'infer GFLOP/s (of peak)'] * with_peak
+    ] + ['train GFLOP/s (of peak)', 'infer GFLOP/s (of peak)'] * with_peak + [
+        'page faults train / infer'
+    ] * with_faults
     rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for name, r in results.items():
         achieved = [
             f'{r["train_gflops"]:.0f} ({r["train_of_peak"]:.2f})',
             f'{r["infer_gflops"]:.0f} ({r["infer_of_peak"]:.2f})'
         ] if with_peak else []
+        achieved += [faults_cell(r)] * with_faults
         rows.append('| ' + ' | '.join([
             name, f'{r["params"] / 1e6:.2f} / {r["params_th"] / 1e6:.2f}',
             f'{r["flops"] / 1e9:.1f} / {r["flops_th"] / 1e9:.1f}',

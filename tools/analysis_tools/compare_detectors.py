@@ -16,6 +16,7 @@ from mmdet_cdetr.analysis.benchmark import (DetectorBench, add_achieved,
 from mmdet_cdetr.analysis.machine_peak import (describe_processor,
                                                measure_peaks_around)
 from mmdet_cdetr.analysis.op_profile import format_profile, profile_by_op_class
+from mmdet_cdetr.analysis.page_faults import page_fault_seconds
 from mmdet_cdetr.utils import ArgumentError, report_user_errors
 
 DEFAULT_MODELS = [
@@ -118,6 +119,7 @@ def main(args: argparse.Namespace) -> None:
         device)
     for bench in benches:
         add_achieved(results[bench.name], peaks, bench.amp)
+    fault_seconds = page_fault_seconds()
     processor = describe_processor(device)
     setting = dict(
         vars(args),
@@ -125,12 +127,18 @@ def main(args: argparse.Namespace) -> None:
         processor=processor,
         models=models)
     mmengine.dump(
-        dict(setting=setting, peaks=peaks, results=results),
+        dict(
+            setting=setting,
+            peaks=peaks,
+            page_fault_seconds=fault_seconds,
+            results=results),
         args.out,
         indent=2)
     print(processor)
     print(format_peaks(peaks))
-    print(format_table(results, args.baseline))
+    if fault_seconds is not None:
+        print(f'minor page fault: {fault_seconds * 1e6:.2f} us')
+    print(format_table(results, args.baseline, fault_seconds))
     if args.profile:
         profiles = {
             f'{bench.name} {step}': profile_by_op_class(bench.steps()[step])
