@@ -412,15 +412,14 @@ def format_table(results: dict,
     base = results[baseline]
     with_peak = all('peak_gflops' in r for r in results.values())
     with_faults = all(r[step].get('page_faults') is not None
-                      for r in results.values()
-                      for step in ('train', 'infer'))
+                      for r in results.values() for step in ('train', 'infer'))
 
     def faults_cell(result: dict) -> str:
         counts = [result[step]['page_faults'] for step in ('train', 'infer')]
         cell = ' / '.join(f'{count / 1e3:.1f}k' for count in counts)
         if fault_seconds is not None:
-            cell += ' (' + ' / '.join(
-                f'{count * fault_seconds * 1e3:.0f}' for count in counts) + ' ms)'
+            cell += ' (' + ' / '.join(f'{count * fault_seconds * 1e3:.0f}'
+                                      for count in counts) + ' ms)'
         return cell
 
     def time_cell(result: dict, key: str) -> str:
@@ -434,9 +433,8 @@ def format_table(results: dict,
         'train step ms (min-max)', 'vs base', 'T+H fwd+bwd ms (min-max)',
         'vs base', 'inference ms (min-max)', 'vs base', 'peak mem MB',
         'vs base'
-    ] + ['train GFLOP/s (of peak)', 'infer GFLOP/s (of peak)'] * with_peak + [
-        'page faults train / infer'
-    ] * with_faults
+    ] + ['train GFLOP/s (of peak)', 'infer GFLOP/s (of peak)'
+         ] * with_peak + ['page faults train / infer'] * with_faults
     rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for name, r in results.items():
         achieved = [

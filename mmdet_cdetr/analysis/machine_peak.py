@@ -80,9 +80,9 @@ def measure_peaks_around(
 def describe_processor(device: torch.device) -> str:
     """The processor behind the peaks, in one line. Machines of one name
     differ: on 2-core AMD EPYCs this project measured float32 peaks of 413
-    (AVX-512), 137 (AVX2) and 79 GFLOP/s (AVX2 on family 23 model 1, whose
-    vector units are half as wide), and a model's fraction of the peak
-    moves with it."""
+    (AVX-512), 213 (AVX-512 on family 25 model 17's 256-bit units), 137
+    (AVX2) and 79 GFLOP/s (AVX2 on family 23 model 1, whose vector units
+    are half as wide), and a model's fraction of the peak moves with it."""
     device = torch.device(device)
     if device.type == 'cuda':
         return f'cuda: {torch.cuda.get_device_name(device)}'
