@@ -1,6 +1,7 @@
 """Smoke runs of the benchmark and convergence tools (tiny inputs), and the
 convergence summary on hand-made curves."""
 import json
+import mmap
 import os.path as osp
 
 import pytest
@@ -65,9 +66,14 @@ def test_benchmark_smoke(tmp_path):
     assert 'page faults train / infer' in result.stdout
     train_faults = builtin['train']['page_faults'] / 1e3
     assert f'| {train_faults:.1f}k / ' in row
-    fault_us = measured['page_fault_seconds'] * 1e6
-    assert 0 < fault_us < 1000
-    assert f'minor page fault: {fault_us:.2f} us' in result.stdout
+    if measured['page_fault_seconds'] is None:
+        # An allocator that keeps freed memory (README: MALLOC_MMAP_MAX_=0)
+        # leaves nothing to time.
+        assert 'minor page fault' not in result.stdout
+    else:
+        fault_us = measured['page_fault_seconds'] * 1e6
+        assert 0 < fault_us < 1000
+        assert f'minor page fault: {fault_us:.2f} us' in result.stdout
 
 
 def test_convergence_smoke(tmp_path, synthetic_root):
@@ -243,17 +249,22 @@ def test_processor_description_names_the_cpu_and_its_vector_width(
     page_faults.minor_page_faults() is None,
     reason='this platform does not count page faults')
 def test_page_faults_count_first_touches_of_fresh_memory():
-    """Writing a fresh buffer faults its pages in, writing it again does
-    not: the counter the benchmark reports sees what the profiler cannot."""
-    size = 64 * 2**20
-    before = page_faults.minor_page_faults()
-    buffer = torch.empty(size // 4).fill_(1.)
-    first = page_faults.minor_page_faults() - before
-    buffer.fill_(2.)
-    second = page_faults.minor_page_faults() - before - first
-    # glibc maps a 64 MiB allocation fresh: one fault per 4 KiB page (fewer
-    # with huge pages); a second pass over the same memory faults nothing.
+    """Writing fresh memory faults its pages in, writing it again does not:
+    the counter the benchmark reports sees what the profiler cannot. An
+    anonymous mapping is fresh whatever allocator the process uses."""
+    size, chunk = 64 * 2**20, b'\1' * 2**20
+
+    def fill(memory: mmap.mmap) -> int:
+        before = page_faults.minor_page_faults()
+        memory.seek(0)
+        for _ in range(size // len(chunk)):
+            memory.write(chunk)
+        return page_faults.minor_page_faults() - before
+
+    with mmap.mmap(-1, size) as memory:
+        first, second = fill(memory), fill(memory)
+    # One fault per 4 KiB page (fewer with huge pages), none the second time.
     assert first >= size // 2**21
-    assert second < first
+    assert second < first / 10
     cost = page_faults.page_fault_seconds(repeats=3)
-    assert 0 < cost < 1e-3
+    assert cost is None or 0 < cost < 1e-3
