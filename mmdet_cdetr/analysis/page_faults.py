@@ -6,7 +6,7 @@ glibc hands allocations above its mmap threshold (at most 32 MiB) straight
 to the kernel and returns them on free, so every float32 activation that
 large is faulted in again, 4 KiB at a time, on every step; bf16 halves the
 tensors and can fall below the threshold. On one of this project's CPUs a
-minor fault cost 1.3-3.6 us and a float32 R50 training step took 45,000
+minor fault cost 1.3-3.6 us and a float32 R50 training step took 42,000
 to 147,000 of them (``docs/performance.md``).
 """
 import statistics
