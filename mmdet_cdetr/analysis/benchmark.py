@@ -317,14 +317,8 @@ def run_benchmark(benches: Sequence[DetectorBench],
     Returns:
         dict: model name -> measurements (seconds, bytes, counts).
     """
-    times: Dict[str, Dict[str, List[float]]] = {
-        bench.name: {
-            step: []
-            for step in bench.steps()
-        }
-        for bench in benches
-    }
-    faults: Dict[str, Dict[str, List[int]]] = {
+    # Per model and step, one (seconds, page faults or None) per repetition.
+    samples: Dict[str, Dict[str, List[Tuple[float, Optional[int]]]]] = {
         bench.name: {
             step: []
             for step in bench.steps()
@@ -337,33 +331,28 @@ def run_benchmark(benches: Sequence[DetectorBench],
                 faults_before = minor_page_faults()
                 elapsed = _timed(fn, bench.device)
                 if rep >= warmup:
-                    times[bench.name][step].append(elapsed)
-                    if faults_before is not None:
-                        faults[bench.name][step].append(minor_page_faults() -
-                                                        faults_before)
+                    faults = (None if faults_before is None else
+                              minor_page_faults() - faults_before)
+                    samples[bench.name][step].append((elapsed, faults))
         if log:
             log(f'repetition {rep + 1}/{warmup + repeats} done' +
                 (' (warm-up)' if rep < warmup else ''))
     results = {}
     for bench in benches:
-        result = {
-            step:
-            dict(
+        result = {}
+        for step, pairs in samples[bench.name].items():
+            values = [seconds for seconds, _ in pairs]
+            counts = [faults for _, faults in pairs if faults is not None]
+            result[step] = dict(
                 median=statistics.median(values),
                 min=min(values),
                 max=max(values),
                 values=values,
-                page_faults=_median_or_none(faults[bench.name][step]))
-            for step, values in times[bench.name].items()
-        }
+                page_faults=statistics.median(counts) if counts else None)
         result['peak_mem'] = peak_memory(bench.steps()['train'], bench.device)
         result.update(bench.complexity())
         results[bench.name] = result
     return results
-
-
-def _median_or_none(values: List[int]) -> Optional[float]:
-    return statistics.median(values) if values else None
 
 
 def achieved_gflops(multiply_adds: float, seconds: float,

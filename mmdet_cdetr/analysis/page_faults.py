@@ -42,8 +42,8 @@ def page_fault_seconds(repeats: int = 5) -> Optional[float]:
     for _ in range(repeats):
         before, start = minor_page_faults(), time.perf_counter()
         buffer = torch.empty(_PROBE_BYTES // 4).fill_(1.)
-        fresh, faults = time.perf_counter() - start, minor_page_faults(
-        ) - before
+        fresh = time.perf_counter() - start
+        faults = minor_page_faults() - before
         start = time.perf_counter()
         buffer.fill_(2.)
         refill = time.perf_counter() - start
