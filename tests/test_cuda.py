@@ -17,6 +17,7 @@ from test_group_detr import batch_with_boxes, build_model, without_dropout
 from torch.profiler import ProfilerActivity, profile
 
 from mmdet_cdetr.ops import (channels_last_backbone, fold_batch_norms, linear,
+                             materialise_reduced_precision_attention,
                              multi_head_attention, numpy_dropout_masks,
                              onednn_linear, pad_value_heads)
 from mmdet_cdetr.registry import MODELS
@@ -26,7 +27,8 @@ def test_device_choices_are_off_on_cuda():
     """The CPU's speed-ups are not taken on CUDA, where they were never
     measured: the code does what mmdet does there."""
     for choice in (channels_last_backbone, numpy_dropout_masks,
-                   pad_value_heads, fold_batch_norms):
+                   pad_value_heads, fold_batch_norms,
+                   materialise_reduced_precision_attention):
         assert choice('cpu') and not choice('cuda')
     assert not onednn_linear('cuda')
 

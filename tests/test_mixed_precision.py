@@ -12,10 +12,12 @@ from conftest import (R50_CONFIG, parity_batch, randomize_, raw_predictions,
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 from test_group_detr import batch_with_boxes, build_model, without_dropout
+from torch.profiler import ProfilerActivity, profile
 
 from mmdet_cdetr.engine import BF16OptimWrapper
 from mmdet_cdetr.models.layers import ConditionalAttention
-from mmdet_cdetr.ops import device_choices, fast_autocast, multi_head_attention
+from mmdet_cdetr.ops import (attention, device_choices, fast_autocast,
+                             multi_head_attention)
 from mmdet_cdetr.registry import MODELS, OPTIM_WRAPPERS
 from mmdet_cdetr.utils import autocast_warning
 
@@ -118,22 +120,43 @@ def _plain_attention(q, k, v, blocked):
     return (weights @ v).transpose(1, 2).flatten(2)
 
 
+@pytest.mark.parametrize('materialise', [True, False])
 @pytest.mark.parametrize('value_dims', [16, 8])  # 8: padded value heads
-def test_attention_kernel_under_bf16_is_the_plain_computation(value_dims):
+def test_attention_kernel_under_bf16_is_the_plain_computation(
+        monkeypatch, value_dims, materialise):
+    """Both bf16 paths, materialised weights and PyTorch's fused kernel."""
+    monkeypatch.setattr(attention, 'materialise_reduced_precision_attention',
+                        lambda device: materialise)
     generator = torch.Generator().manual_seed(4)
     q = torch.randn(2, 4, 7, 16, generator=generator)
     k = torch.randn(2, 4, 9, 16, generator=generator)
     v = torch.randn(2, 4, 9, value_dims, generator=generator)
     blocked = torch.zeros(2, 1, 1, 9, dtype=torch.bool)
     blocked[1, ..., 6:] = True
-    with bf16_autocast:
+    with bf16_autocast, profile(activities=[ProfilerActivity.CPU]) as prof:
         fused = multi_head_attention(q, k, v, blocked, 0.)
+    with bf16_autocast:
         plain = _plain_attention(q, k, v, blocked)
+    fused_kernel = any('scaled_dot_product' in event.name
+                       for event in prof.events())
+    assert fused_kernel != materialise
     assert fused.dtype == plain.dtype == torch.bfloat16
     assert fused.shape == (2, 7, 4 * value_dims)
     # both round to bf16 (2**-8 relative) along different paths
     torch.testing.assert_close(
         fused.float(), plain.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_attention_beyond_the_logits_cap_keeps_the_fused_kernel(monkeypatch):
+    """Weights too large to hold are never materialised."""
+    q, k, v = torch.randn(3, 1, 2, 4, 8).unbind(0)
+    ran = {}
+    for cap in (32, 31):
+        monkeypatch.setattr(attention, 'MAX_MATERIALISED_LOGITS', cap)
+        with bf16_autocast, profile(activities=[ProfilerActivity.CPU]) as p:
+            multi_head_attention(q, k, v, None, 0.)
+        ran[cap] = any('scaled_dot_product' in e.name for e in p.events())
+    assert ran == {32: False, 31: True}  # 2 heads x 4 queries x 4 keys
 
 
 def test_decoder_paths_agree_under_bf16():

@@ -11,8 +11,10 @@ Every kernel is tested against the plain computation it replaces.
 from .attention import (attention_weights, blocked_mask, multi_head_attention,
                         split_heads)
 from .device_choices import (channels_last_backbone, fast_autocast,
-                             fold_batch_norms, numpy_dropout_masks,
-                             onednn_linear, pad_value_heads)
+                             fold_batch_norms,
+                             materialise_reduced_precision_attention,
+                             numpy_dropout_masks, onednn_linear,
+                             pad_value_heads)
 from .fast_dropout import Dropout, dropout, keep_mask, use_fast_dropout
 from .fast_kernels import use_fast_kernels
 from .fast_linear import Linear, linear, use_fast_linear
@@ -23,8 +25,9 @@ from .precision import autocast_off
 __all__ = [
     'attention_weights', 'blocked_mask', 'multi_head_attention', 'split_heads',
     'channels_last_backbone', 'fast_autocast', 'fold_batch_norms',
-    'numpy_dropout_masks', 'onednn_linear', 'pad_value_heads', 'Dropout',
-    'dropout', 'keep_mask', 'use_fast_dropout', 'use_fast_kernels',
-    'fold_batch_norms_into_convs', 'FusedDetrTransformerEncoder', 'Linear',
-    'linear', 'use_fast_linear', 'autocast_off'
+    'materialise_reduced_precision_attention', 'numpy_dropout_masks',
+    'onednn_linear', 'pad_value_heads', 'Dropout', 'dropout', 'keep_mask',
+    'use_fast_dropout', 'use_fast_kernels', 'fold_batch_norms_into_convs',
+    'FusedDetrTransformerEncoder', 'Linear', 'linear', 'use_fast_linear',
+    'autocast_off'
 ]

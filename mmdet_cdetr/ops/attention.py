@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .device_choices import numpy_dropout_masks, pad_value_heads
+from .device_choices import (materialise_reduced_precision_attention,
+                             numpy_dropout_masks, pad_value_heads)
 from .fast_dropout import keep_mask
 
 
@@ -44,17 +45,34 @@ def attention_weights(q: Tensor, k: Tensor,
     return logits.softmax(dim=-1)
 
 
+# Above this many logits (64 MiB in bf16; R50 at 800x1216 has 7.2M per image)
+# the fused kernel, which never holds them all, is kept.
+MAX_MATERIALISED_LOGITS = 2**25
+
+
+def _logits_numel(q: Tensor, k: Tensor) -> int:
+    return q.shape[:-1].numel() * k.size(-2)
+
+
+def _in_reduced_precision(x: Tensor) -> bool:
+    """bf16/fp16 tensors, or float32 ones that autocast will cast."""
+    return (x.dtype in (torch.bfloat16, torch.float16)
+            or torch.is_autocast_enabled(x.device.type))
+
+
 def multi_head_attention(q: Tensor, k: Tensor, v: Tensor,
                          blocked: Optional[Tensor],
                          dropout_p: float) -> Tensor:
     """``dropout(softmax(q k^T / sqrt(d))) v`` of (bs, heads, n, d)
     tensors, heads merged: (bs, n, heads * dv).
 
-    Picks the fastest exact path: PyTorch's fused attention, except for
+    Picks the fastest path: PyTorch's fused attention, except for
     dropout where :func:`~.device_choices.numpy_dropout_masks` holds (the
     CPU: the fused kernel falls back to an unfused one with PyTorch's slow
     CPU dropout); there the weights are materialised and dropped with
-    :func:`~.fast_dropout.keep_mask`.
+    :func:`~.fast_dropout.keep_mask`. bf16/fp16 attention without dropout
+    is materialised where
+    :func:`~.device_choices.materialise_reduced_precision_attention` holds.
     """
     value_dims = v.size(-1)
     if dropout_p > 0 and numpy_dropout_masks(q.device):
@@ -63,6 +81,10 @@ def multi_head_attention(q: Tensor, k: Tensor, v: Tensor,
         weights = attention_weights(q, k, blocked)
         dropped = torch.where(keep_mask(weights.shape, dropout_p), weights, 0.)
         out = (dropped @ v) * (1 / (1 - dropout_p))
+    elif (dropout_p == 0 and _in_reduced_precision(q)
+          and _logits_numel(q, k) <= MAX_MATERIALISED_LOGITS
+          and materialise_reduced_precision_attention(q.device)):
+        out = attention_weights(q, k, blocked) @ v
     else:
         if (dropout_p == 0 and value_dims < q.size(-1)
                 and pad_value_heads(q.device)):
