@@ -50,7 +50,7 @@ def materialise_reduced_precision_attention(device: Device) -> bool:
     """Compute bf16/fp16 attention without dropout as ``softmax(q k^T) v``
     with materialised weights instead of PyTorch's fused CPU kernel, which
     at our head widths (32, 64) runs no faster in bf16 than in float32:
-    ``--amp`` inference of R50 went 506 -> 464 ms (docs/performance.md).
+    ``--amp`` inference of R50 went 419 -> 381 ms (docs/performance.md).
     The logits are then rounded to bf16, as in mmdet's attention under
     autocast."""
     return _is_cpu_eager(device)
