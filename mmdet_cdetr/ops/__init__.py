@@ -11,7 +11,7 @@ Every kernel is tested against the plain computation it replaces.
 from .attention import (attention_weights, blocked_mask, multi_head_attention,
                         split_heads)
 from .device_choices import (channels_last_backbone, fast_autocast,
-                             fold_batch_norms,
+                             fold_batch_norms, keep_freed_cpu_memory,
                              materialise_reduced_precision_attention,
                              numpy_dropout_masks, onednn_linear,
                              pad_value_heads)
@@ -25,9 +25,9 @@ from .precision import autocast_off
 __all__ = [
     'attention_weights', 'blocked_mask', 'multi_head_attention', 'split_heads',
     'channels_last_backbone', 'fast_autocast', 'fold_batch_norms',
-    'materialise_reduced_precision_attention', 'numpy_dropout_masks',
-    'onednn_linear', 'pad_value_heads', 'Dropout', 'dropout', 'keep_mask',
-    'use_fast_dropout', 'use_fast_kernels', 'fold_batch_norms_into_convs',
-    'FusedDetrTransformerEncoder', 'Linear', 'linear', 'use_fast_linear',
-    'autocast_off'
+    'keep_freed_cpu_memory', 'materialise_reduced_precision_attention',
+    'numpy_dropout_masks', 'onednn_linear', 'pad_value_heads', 'Dropout',
+    'dropout', 'keep_mask', 'use_fast_dropout', 'use_fast_kernels',
+    'fold_batch_norms_into_convs', 'FusedDetrTransformerEncoder', 'Linear',
+    'linear', 'use_fast_linear', 'autocast_off'
 ]

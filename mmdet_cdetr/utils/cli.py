@@ -18,6 +18,7 @@ from .checkpoint_file import check_checkpoint_file, checkpoint_to_load
 from .checkpoint_safety import refused_checkpoint
 from .config_options import check_cfg_options, read_config
 from .errors import UserError
+from .freed_memory import apply_config_freed_memory_choice
 from .work_dir_lock import ensure_writable
 
 
@@ -181,12 +182,14 @@ def load_config(args: argparse.Namespace) -> Config:
 
 def build_runner(cfg: Config) -> Runner:
     """MMEngine's runner for ``cfg`` (also on CPU-only distributed runs),
-    after checking its work dir and the checkpoint it will load."""
+    after checking its work dir and the checkpoint it will load, with freed
+    memory kept where ``env_cfg.keep_freed_memory`` chooses so."""
     ensure_writable(cfg.work_dir)
     checkpoint = checkpoint_to_load(cfg)
     if checkpoint and '://' not in checkpoint:
         check_checkpoint_file(checkpoint)
     prepare_cpu_distributed(cfg)
+    apply_config_freed_memory_choice(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

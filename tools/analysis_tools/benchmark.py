@@ -29,7 +29,7 @@ from mmdet_cdetr.analysis.inference_speed import (format_latency_table,
 from mmdet_cdetr.analysis.machine_peak import (describe_processor,
                                                measure_peaks_around)
 from mmdet_cdetr.deployment import OPTIMIZATION_LEVELS, OrtRunner
-from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils import apply_freed_memory_choice, report_user_errors
 
 
 def parse_args() -> argparse.Namespace:
@@ -82,6 +82,12 @@ def parse_args() -> argparse.Namespace:
         '--num-warmup', type=int, default=2, help='untimed runs first')
     parser.add_argument(
         '--threads', type=int, help='torch CPU threads (default: torch\'s)')
+    parser.add_argument(
+        '--return-freed-memory',
+        action='store_true',
+        help='leave glibc\'s malloc at its defaults (freed memory returned '
+        'to the system, so more page faults) instead of keeping it as '
+        'tools/train.py and tools/test.py do on the CPU')
     parser.add_argument('--device', default='cpu', help='PyTorch device')
     parser.add_argument(
         '--out',
@@ -94,6 +100,8 @@ def main(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    freed_memory_kept = apply_freed_memory_choice(
+        False if args.return_freed_memory else None, args.device)
     model = build_detector(args.config, device)
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint, map_location=device)
@@ -130,13 +138,16 @@ def main(args: argparse.Namespace) -> None:
             setting=dict(
                 vars(args),
                 torch_threads=torch.get_num_threads(),
+                freed_memory_kept=freed_memory_kept,
+                freed_memory_kept=freed_memory_kept,
                 processor=processor),
             seconds=times,
             peaks=peaks,
             flops=flops),
         args.out,
         indent=2)
-    print(processor)
+    print(f'{processor}, freed memory '
+          f'{"kept" if freed_memory_kept else "returned"}')
     print(format_peaks(peaks))
     print(format_latency_table(times))
     for name, runs in times.items():

@@ -17,7 +17,8 @@ from mmdet_cdetr.analysis.machine_peak import (describe_processor,
                                                measure_peaks_around)
 from mmdet_cdetr.analysis.op_profile import format_profile, profile_by_op_class
 from mmdet_cdetr.analysis.page_faults import page_fault_seconds
-from mmdet_cdetr.utils import ArgumentError, report_user_errors
+from mmdet_cdetr.utils import (ArgumentError, apply_freed_memory_choice,
+                               report_user_errors)
 
 DEFAULT_MODELS = [
     'ours=configs/conditional_detr_r50_8x2_50e_coco.py',
@@ -81,6 +82,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--threads', type=int, help='torch CPU threads (default: torch\'s)')
     parser.add_argument(
+        '--return-freed-memory',
+        action='store_true',
+        help='leave glibc\'s malloc at its defaults (freed memory returned '
+        'to the system, so more page faults) instead of keeping it as '
+        'tools/train.py and tools/test.py do on the CPU')
+    parser.add_argument(
         '--out',
         default='work_dirs/benchmark/benchmark.json',
         help='JSON file of all measurements')
@@ -98,6 +105,8 @@ def main(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    freed_memory_kept = apply_freed_memory_choice(
+        False if args.return_freed_memory else None, args.device)
     benches, reference = [], None
     for name, config in models.items():
         model = build_detector(config, device)
@@ -124,6 +133,7 @@ def main(args: argparse.Namespace) -> None:
     setting = dict(
         vars(args),
         torch_threads=torch.get_num_threads(),
+        freed_memory_kept=freed_memory_kept,
         processor=processor,
         models=models)
     mmengine.dump(
@@ -134,7 +144,8 @@ def main(args: argparse.Namespace) -> None:
             results=results),
         args.out,
         indent=2)
-    print(processor)
+    print(f'{processor}, freed memory '
+          f'{"kept" if freed_memory_kept else "returned"}')
     print(format_peaks(peaks))
     if fault_seconds is not None:
         print(f'minor page fault: {fault_seconds * 1e6:.2f} us')
