@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 from mmengine.config import Config
 
 from mmdet_cdetr.utils import apply_freed_memory_choice
@@ -77,10 +78,8 @@ def test_the_training_tool_keeps_freed_memory(trained):
 
 
 def test_the_config_key_turns_it_off():
-    from mmengine.config import Config
-
-    from mmdet_cdetr.utils.freed_memory import apply_config_freed_memory_choice
-    cfg = Config.fromfile('configs/conditional_detr_r50_8x2_50e_coco.py')
+    cfg = Config.fromfile(REPO /
+                          'configs/conditional_detr_r50_8x2_50e_coco.py')
     assert cfg.env_cfg.keep_freed_memory is None
     cfg.merge_from_dict({'env_cfg.keep_freed_memory': False})
     assert not apply_config_freed_memory_choice(cfg)
