@@ -20,6 +20,8 @@ from mmengine.structures import InstanceData
 from scipy.optimize import linear_sum_assignment
 from test_group_detr import build_model, without_dropout
 
+from mmdet_cdetr.utils import finish_distributed
+
 BOXES_PER_RANK = (1, 7)
 WORLD_SIZE = len(BOXES_PER_RANK)
 
@@ -49,7 +51,8 @@ def _join_group(rank: int, worker, tmp: str, args: tuple) -> None:
     try:
         torch.save(worker(rank, *args), Path(tmp) / f'rank{rank}.pt')
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _one_image(model, rank: int):
@@ -194,6 +197,20 @@ def test_fine_tuning_classifier_is_the_same_on_every_rank(tmp_path):
     assert not torch.equal(first['next_draw'], second['next_draw'])
     assert torch.equal(first['weight'], second['weight'])
     assert first['weight'].shape[0] == 3
+
+
+def _finish_worker(rank: int) -> dict:
+    # A run's last collective, as MMEngine's evaluator ends with.
+    metrics = [{'coco/bbox_mAP': 0.5} if rank == 0 else None]
+    dist.broadcast_object_list(metrics)
+    finish_distributed()
+    return dict(metrics=metrics[0], initialized=dist.is_initialized())
+
+
+def test_finishing_a_run_waits_and_destroys_the_group(tmp_path):
+    for result in run_ranks(_finish_worker, tmp_path):
+        assert result == dict(
+            metrics={'coco/bbox_mAP': 0.5}, initialized=False)
 
 
 def _val_metrics(work_dir: Path) -> list:

@@ -12,7 +12,8 @@ from mmengine.device import get_device
 
 from mmdet_cdetr.utils import (InputNotFoundError, add_runner_args,
                                add_test_args, apply_test_args, build_runner,
-                               load_config, report_user_errors, use_flip_tta,
+                               finish_distributed, load_config,
+                               report_user_errors, use_flip_tta,
                                warn_if_autocast_is_slow)
 
 
@@ -45,6 +46,7 @@ def main(args: argparse.Namespace) -> None:
     if args.tta:
         use_flip_tta(cfg)
     build_runner(cfg).test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -5,8 +5,8 @@ import torch
 from mmengine.device import is_mlu_available, is_npu_available
 
 from mmdet_cdetr.utils import (ConfigError, add_runner_args, apply_resume,
-                               build_runner, load_config, lock_work_dir,
-                               report_user_errors)
+                               build_runner, finish_distributed, load_config,
+                               lock_work_dir, report_user_errors)
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,6 +58,7 @@ def main(args: argparse.Namespace) -> None:
     apply_resume(cfg, args.resume)
     with lock_work_dir(cfg.work_dir, cfg.launcher):
         build_runner(cfg).train()
+    finish_distributed()
 
 
 if __name__ == '__main__':

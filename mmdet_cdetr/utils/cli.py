@@ -1,5 +1,6 @@
 """Shared start-up and error reporting of the ``tools/`` command lines."""
 import argparse
+import gc
 import os
 import os.path as osp
 import pickle
@@ -178,6 +179,20 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def finish_distributed() -> None:
+    """End a finished multi-process run on every process: wait for its
+    last collectives, then destroy the process group, which joins gloo's
+    worker threads. Otherwise a gloo thread may still be releasing the
+    tensors of the run's last collective while Python shuts down, and the
+    process aborts after its work is done ("terminate called without an
+    active exception"). The runner must be gone: DDP holds the group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    gc.collect()  # the runner's reference cycles, DDP's hold on the group
+    dist.destroy_process_group()
 
 
 def build_runner(cfg: Config) -> Runner:

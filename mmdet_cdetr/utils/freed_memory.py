@@ -85,8 +85,9 @@ def apply_freed_memory_choice(keep: Optional[bool],
     if kept:
         print_log(
             'malloc: freed memory is kept for reuse (no mmap for large '
-            'blocks, no trimming: fewer page faults, a steady peak RSS); '
-            'env_cfg.keep_freed_memory=False returns it to the system',
+            'blocks, no trimming): fewer page faults, and the process keeps '
+            'its peak memory; env_cfg.keep_freed_memory=False returns it to '
+            'the system',
             logger='current')
     return kept
 

@@ -6,7 +6,8 @@ import argparse
 from mmdet_cdetr.deployment import (OPTIMIZATION_LEVELS,
                                     onnxruntime_detector_cfg)
 from mmdet_cdetr.utils import (add_runner_args, add_test_args, apply_test_args,
-                               build_runner, load_config, report_user_errors)
+                               build_runner, finish_distributed, load_config,
+                               report_user_errors)
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,6 +42,7 @@ def main(args: argparse.Namespace) -> None:
         cfg.test_dataloader.batch_size = args.batch_size
     apply_test_args(cfg, args)
     build_runner(cfg).test()
+    finish_distributed()
 
 
 if __name__ == '__main__':
