@@ -139,7 +139,6 @@ def main(args: argparse.Namespace) -> None:
                 vars(args),
                 torch_threads=torch.get_num_threads(),
                 freed_memory_kept=freed_memory_kept,
-                freed_memory_kept=freed_memory_kept,
                 processor=processor),
             seconds=times,
             peaks=peaks,
