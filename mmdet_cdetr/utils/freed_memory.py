@@ -16,6 +16,7 @@ This changes the whole process, so only our command-line tools apply it
 ``env_cfg.keep_freed_memory``, as MMEngine applies ``env_cfg``'s thread
 settings); library code never does.
 """
+import argparse
 import ctypes
 import os
 import platform
@@ -90,6 +91,17 @@ def apply_freed_memory_choice(keep: Optional[bool],
             'the system',
             logger='current')
     return kept
+
+
+def add_freed_memory_arg(parser: argparse.ArgumentParser) -> None:
+    """The benchmarks' ``--return-freed-memory``: measure glibc's default
+    instead of what the tools do."""
+    parser.add_argument(
+        '--return-freed-memory',
+        action='store_true',
+        help='leave glibc\'s malloc at its defaults (freed memory returned '
+        'to the system, so more page faults) instead of keeping it as '
+        'tools/train.py and tools/test.py do on the CPU')
 
 
 def apply_config_freed_memory_choice(cfg: Config) -> bool:

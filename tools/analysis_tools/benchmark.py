@@ -29,7 +29,8 @@ from mmdet_cdetr.analysis.inference_speed import (format_latency_table,
 from mmdet_cdetr.analysis.machine_peak import (describe_processor,
                                                measure_peaks_around)
 from mmdet_cdetr.deployment import OPTIMIZATION_LEVELS, OrtRunner
-from mmdet_cdetr.utils import apply_freed_memory_choice, report_user_errors
+from mmdet_cdetr.utils import (add_freed_memory_arg, apply_freed_memory_choice,
+                               report_user_errors)
 
 
 def parse_args() -> argparse.Namespace:
@@ -82,12 +83,7 @@ def parse_args() -> argparse.Namespace:
         '--num-warmup', type=int, default=2, help='untimed runs first')
     parser.add_argument(
         '--threads', type=int, help='torch CPU threads (default: torch\'s)')
-    parser.add_argument(
-        '--return-freed-memory',
-        action='store_true',
-        help='leave glibc\'s malloc at its defaults (freed memory returned '
-        'to the system, so more page faults) instead of keeping it as '
-        'tools/train.py and tools/test.py do on the CPU')
+    add_freed_memory_arg(parser)
     parser.add_argument('--device', default='cpu', help='PyTorch device')
     parser.add_argument(
         '--out',

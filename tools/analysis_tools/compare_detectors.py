@@ -17,8 +17,8 @@ from mmdet_cdetr.analysis.machine_peak import (describe_processor,
                                                measure_peaks_around)
 from mmdet_cdetr.analysis.op_profile import format_profile, profile_by_op_class
 from mmdet_cdetr.analysis.page_faults import page_fault_seconds
-from mmdet_cdetr.utils import (ArgumentError, apply_freed_memory_choice,
-                               report_user_errors)
+from mmdet_cdetr.utils import (ArgumentError, add_freed_memory_arg,
+                               apply_freed_memory_choice, report_user_errors)
 
 DEFAULT_MODELS = [
     'ours=configs/conditional_detr_r50_8x2_50e_coco.py',
@@ -81,12 +81,7 @@ def parse_args() -> argparse.Namespace:
         'per model and print where the time goes, by operator class')
     parser.add_argument(
         '--threads', type=int, help='torch CPU threads (default: torch\'s)')
-    parser.add_argument(
-        '--return-freed-memory',
-        action='store_true',
-        help='leave glibc\'s malloc at its defaults (freed memory returned '
-        'to the system, so more page faults) instead of keeping it as '
-        'tools/train.py and tools/test.py do on the CPU')
+    add_freed_memory_arg(parser)
     parser.add_argument(
         '--out',
         default='work_dirs/benchmark/benchmark.json',
