@@ -9,6 +9,7 @@ import torch
 from conftest import run_tool
 
 from mmdet_cdetr.analysis import machine_peak, page_faults
+from mmdet_cdetr.analysis.benchmark import STEPS, amp_speedups
 from mmdet_cdetr.analysis.convergence import (epochs_to_reach, format_table,
                                               summarise, training_minutes)
 
@@ -64,6 +65,19 @@ def test_benchmark_smoke(tmp_path):
                if line.startswith('| mmdet-conditional-detr |'))
     assert row.count('| 1.00x') == 4
     assert 'page faults train / infer' in result.stdout
+    speedups = measured['amp_speedups']
+    assert set(speedups) == {'ours', 'mmdet-conditional-detr'}
+    for name, steps in speedups.items():
+        for step, ratio in steps.items():
+            plain = results[name][step]['values']
+            reduced = results[name + '+amp'][step]['values']
+            assert ratio['values'] == pytest.approx(
+                [a / b for a, b in zip(plain, reduced)])
+            assert ratio['min'] <= ratio['median'] <= ratio['max']
+        speedup_row = next(line for line in result.stdout.splitlines()
+                           if line.startswith(f'| {name} | ')
+                           and line.count('|') == 5)
+        assert f'{steps["infer"]["median"]:.2f}x (' in speedup_row
     train_faults = builtin['train']['page_faults'] / 1e3
     assert f'| {train_faults:.1f}k / ' in row
     if measured['page_fault_seconds'] is None:
@@ -198,6 +212,24 @@ def test_training_minutes_sum_the_logged_iteration_times():
         1: (5 + 10) / 60,
         2: (5 + 10 + 30) / 60
     })
+
+
+def test_amp_speedup_pairs_the_repetitions_of_one_round():
+    """A load that slows both precisions in the second and third rounds
+    leaves each round's ratio at 2x; the medians' ratio would say 5.5x."""
+    plain, reduced = [1.0, 3.0, 3.2], [0.5, 1.5, 0.55]
+    results = {
+        'm': {step: dict(values=plain) for step in STEPS},
+        'm+amp': {step: dict(values=reduced) for step in STEPS},
+        'alone': {step: dict(values=plain) for step in STEPS},
+    }
+    speedups = amp_speedups(results)
+    assert set(speedups) == {'m'}
+    for step in STEPS:
+        ratio = speedups['m'][step]
+        assert ratio['values'] == pytest.approx([2.0, 2.0, 3.2 / 0.55])
+        assert ratio['median'] == pytest.approx(2.0)
+        assert ratio['max'] == pytest.approx(3.2 / 0.55)
 
 
 def test_peaks_are_the_higher_of_before_and_after(monkeypatch):

@@ -55,6 +55,8 @@ from .page_faults import minor_page_faults
 
 # Modules that are not part of the transformer + head.
 BACKBONE_PREFIXES = ('backbone', 'neck')
+# The steps DetectorBench times, in the order of the tables.
+STEPS = ('train', 'train_th', 'infer')
 
 
 def load_config(config: str) -> Config:
@@ -379,6 +381,47 @@ def add_achieved(result: dict, peaks: Dict[str, float], amp: bool) -> None:
         train_of_peak=train_of_peak,
         infer_gflops=infer,
         infer_of_peak=infer_of_peak)
+
+
+def amp_speedups(results: dict) -> Dict[str, Dict[str, dict]]:
+    """For each model timed in float32 and as ``NAME+amp``: per step, the
+    float32 time over the autocast time of each repetition, median and
+    range. Both ran in the same round of :func:`run_benchmark`, so a machine
+    load that drifts between rounds (other tenants of a shared host) hits
+    both sides of each ratio alike; the ratio of two medians taken over
+    different rounds does not cancel it."""
+    speedups = {}
+    for name, result in results.items():
+        amp = results.get(name + '+amp')
+        if amp is None:
+            continue
+        speedups[name] = {}
+        for step in STEPS:
+            ratios = [
+                plain / reduced for plain, reduced in zip(
+                    result[step]['values'], amp[step]['values'])
+            ]
+            speedups[name][step] = dict(
+                median=statistics.median(ratios),
+                min=min(ratios),
+                max=max(ratios),
+                values=ratios)
+    return speedups
+
+
+def format_amp_speedups(speedups: Dict[str, Dict[str, dict]]) -> str:
+    """Markdown table of :func:`amp_speedups`: median (min-max) per step."""
+    rows = [
+        '| model | `--amp` speed-up per repetition, median (min-max): '
+        'train step | T+H fwd+bwd | inference |', '|---|---|---|---|'
+    ]
+    for name, steps in speedups.items():
+        cells = [
+            f'{s["median"]:.2f}x ({s["min"]:.2f}-{s["max"]:.2f})'
+            for s in (steps[step] for step in STEPS)
+        ]
+        rows.append('| ' + ' | '.join([name] + cells) + ' |')
+    return '\n'.join(rows)
 
 
 def format_peaks(peaks: Dict[str, float]) -> str:

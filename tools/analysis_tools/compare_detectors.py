@@ -9,10 +9,11 @@ import mmengine
 import torch
 
 from mmdet_cdetr.analysis.benchmark import (DetectorBench, add_achieved,
-                                            build_detector,
+                                            amp_speedups, build_detector,
                                             copy_matching_weights,
-                                            format_peaks, format_table,
-                                            optim_wrapper_of, run_benchmark)
+                                            format_amp_speedups, format_peaks,
+                                            format_table, optim_wrapper_of,
+                                            run_benchmark)
 from mmdet_cdetr.analysis.machine_peak import (describe_processor,
                                                measure_peaks_around)
 from mmdet_cdetr.analysis.op_profile import format_profile, profile_by_op_class
@@ -73,7 +74,8 @@ def parse_args() -> argparse.Namespace:
         '--amp',
         action='store_true',
         help='also time every model under autocast (bf16 on the CPU, fp16 '
-        'on GPUs), as NAME+amp rows of the same run')
+        'on GPUs), as NAME+amp rows of the same run, and print the '
+        'speed-up of each repetition over float32')
     parser.add_argument(
         '--profile',
         action='store_true',
@@ -123,6 +125,7 @@ def main(args: argparse.Namespace) -> None:
         device)
     for bench in benches:
         add_achieved(results[bench.name], peaks, bench.amp)
+    speedups = amp_speedups(results)
     fault_seconds = page_fault_seconds()
     processor = describe_processor(device)
     setting = dict(
@@ -136,7 +139,8 @@ def main(args: argparse.Namespace) -> None:
             setting=setting,
             peaks=peaks,
             page_fault_seconds=fault_seconds,
-            results=results),
+            results=results,
+            amp_speedups=speedups),
         args.out,
         indent=2)
     print(f'{processor}, freed memory '
@@ -145,6 +149,8 @@ def main(args: argparse.Namespace) -> None:
     if fault_seconds is not None:
         print(f'minor page fault: {fault_seconds * 1e6:.2f} us')
     print(format_table(results, args.baseline, fault_seconds))
+    if speedups:
+        print(format_amp_speedups(speedups))
     if args.profile:
         profiles = {
             f'{bench.name} {step}': profile_by_op_class(bench.steps()[step])
