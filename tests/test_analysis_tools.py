@@ -74,9 +74,9 @@ def test_benchmark_smoke(tmp_path):
             assert ratio['values'] == pytest.approx(
                 [a / b for a, b in zip(plain, reduced)])
             assert ratio['min'] <= ratio['median'] <= ratio['max']
-        speedup_row = next(line for line in result.stdout.splitlines()
-                           if line.startswith(f'| {name} | ')
-                           and line.count('|') == 5)
+        speedup_row = next(
+            line for line in result.stdout.splitlines()
+            if line.startswith(f'| {name} | ') and line.count('|') == 5)
         assert f'{steps["infer"]["median"]:.2f}x (' in speedup_row
     train_faults = builtin['train']['page_faults'] / 1e3
     assert f'| {train_faults:.1f}k / ' in row
@@ -219,9 +219,18 @@ def test_amp_speedup_pairs_the_repetitions_of_one_round():
     leaves each round's ratio at 2x; the medians' ratio would say 5.5x."""
     plain, reduced = [1.0, 3.0, 3.2], [0.5, 1.5, 0.55]
     results = {
-        'm': {step: dict(values=plain) for step in STEPS},
-        'm+amp': {step: dict(values=reduced) for step in STEPS},
-        'alone': {step: dict(values=plain) for step in STEPS},
+        'm': {
+            step: dict(values=plain)
+            for step in STEPS
+        },
+        'm+amp': {
+            step: dict(values=reduced)
+            for step in STEPS
+        },
+        'alone': {
+            step: dict(values=plain)
+            for step in STEPS
+        },
     }
     speedups = amp_speedups(results)
     assert set(speedups) == {'m'}
