@@ -233,13 +233,11 @@ class DetectorBench:
         self.model.train()
 
     def steps(self) -> Dict[str, Callable[[], None]]:
-        steps = dict(
-            train=self.train_step,
-            train_th=self.transformer_head_step,
-            infer=self.inference)
+        """The timed steps by their names in :data:`STEPS`."""
+        steps = (self.train_step, self.transformer_head_step, self.inference)
         return {
             name: functools.partial(self._in_precision, step)
-            for name, step in steps.items()
+            for name, step in zip(STEPS, steps)
         }
 
     def _in_precision(self, step: Callable[[], None]) -> None:
