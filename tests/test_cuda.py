@@ -19,7 +19,8 @@ from torch.profiler import ProfilerActivity, profile
 from mmdet_cdetr.ops import (channels_last_backbone, fold_batch_norms, linear,
                              materialise_reduced_precision_attention,
                              multi_head_attention, numpy_dropout_masks,
-                             onednn_linear, pad_value_heads)
+                             onednn_linear, pack_convolutions_for_inference,
+                             pack_inference_convolutions, pad_value_heads)
 from mmdet_cdetr.registry import MODELS
 
 
@@ -28,7 +29,8 @@ def test_device_choices_are_off_on_cuda():
     measured: the code does what mmdet does there."""
     for choice in (channels_last_backbone, numpy_dropout_masks,
                    pad_value_heads, fold_batch_norms,
-                   materialise_reduced_precision_attention):
+                   materialise_reduced_precision_attention,
+                   pack_inference_convolutions):
         assert choice('cpu') and not choice('cuda')
     assert not onednn_linear('cuda')
 
@@ -42,7 +44,7 @@ def test_cuda_linear_and_batch_norms_take_the_plain_path():
             3, 8, device='cuda')
     torch.testing.assert_close(
         linear(x, weight, None), torch.nn.functional.linear(x, weight, None))
-    model = _on_cuda(build_model(1)).eval()
+    model = pack_convolutions_for_inference(_on_cuda(build_model(1)).eval())
     inputs, _ = parity_batch(model)
     with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
         model.extract_feat(inputs.cuda())

@@ -10,6 +10,7 @@ import os.path as osp
 
 from mmengine.device import get_device
 
+from mmdet_cdetr.ops import pack_convolutions_for_inference
 from mmdet_cdetr.utils import (InputNotFoundError, add_runner_args,
                                add_test_args, apply_test_args, build_runner,
                                finish_distributed, load_config,
@@ -45,7 +46,10 @@ def main(args: argparse.Namespace) -> None:
         warn_if_autocast_is_slow(get_device())
     if args.tta:
         use_flip_tta(cfg)
-    build_runner(cfg).test()
+    runner = build_runner(cfg)
+    # Packed once the checkpoint is loaded (on the first test batch).
+    pack_convolutions_for_inference(runner.model)
+    runner.test()
     finish_distributed()
 
 

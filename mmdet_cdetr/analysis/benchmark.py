@@ -15,7 +15,10 @@ Measured per model:
   ``tools/train.py`` builds it), ``batch_size`` images of ``train_size``;
 * ``train_th``: forward + backward of the transformer and head alone
   (encoder, decoder, matching, losses) on fixed backbone features;
-* ``infer``: inference of one ``infer_size`` image (``mode='predict'``);
+* ``infer``: inference of one ``infer_size`` image (``mode='predict'``),
+  by a copy of the model packed for inference as ``tools/test.py`` packs
+  it (:func:`~mmdet_cdetr.ops.pack_convolutions_for_inference`), whose
+  weights the training steps leave unchanged;
 * ``page_faults`` of each step (median; :mod:`.page_faults`): the time
   the kernel spends handing out fresh memory is in no operator's profile;
 * ``peak_mem``: the peak of tensor memory allocated during one training
@@ -30,6 +33,7 @@ Measured per model:
 A bench with ``amp`` runs every step under autocast (the same model, so
 ``--amp`` rows sit beside the float32 ones of the same run).
 """
+import copy
 import functools
 import inspect
 import statistics
@@ -49,6 +53,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
+from mmdet_cdetr.ops import pack_convolutions_for_inference
 from mmdet_cdetr.registry import MODELS
 from mmdet_cdetr.utils import init_weights_quietly
 from .page_faults import minor_page_faults
@@ -209,6 +214,8 @@ class DetectorBench:
                                for feat in model.extract_feat(self.inputs))
         self.infer_inputs, self.infer_samples = make_batch(
             model, 1, infer_size, num_gts, num_classes, False, seed=1)
+        self.infer_model = pack_convolutions_for_inference(
+            copy.deepcopy(model).eval())
 
     def train_step(self) -> None:
         """Forward, losses, and the optimiser wrapper's update (backward,
@@ -227,10 +234,9 @@ class DetectorBench:
         self.optim_wrapper.zero_grad(set_to_none=True)
 
     def inference(self) -> None:
-        self.model.eval()
         with torch.no_grad():
-            self.model(self.infer_inputs, self.infer_samples, mode='predict')
-        self.model.train()
+            self.infer_model(
+                self.infer_inputs, self.infer_samples, mode='predict')
 
     def steps(self) -> Dict[str, Callable[[], None]]:
         """The timed steps by their names in :data:`STEPS`."""

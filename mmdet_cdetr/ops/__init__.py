@@ -14,20 +14,22 @@ from .device_choices import (channels_last_backbone, fast_autocast,
                              fold_batch_norms, keep_freed_cpu_memory,
                              materialise_reduced_precision_attention,
                              numpy_dropout_masks, onednn_linear,
-                             pad_value_heads)
+                             pack_inference_convolutions, pad_value_heads)
 from .fast_dropout import Dropout, dropout, keep_mask, use_fast_dropout
 from .fast_kernels import use_fast_kernels
 from .fast_linear import Linear, linear, use_fast_linear
 from .folded_batch_norm import fold_batch_norms_into_convs
 from .fused_detr_encoder import FusedDetrTransformerEncoder
+from .packed_convolution import pack_convolutions_for_inference
 from .precision import autocast_off
 
 __all__ = [
     'attention_weights', 'blocked_mask', 'multi_head_attention', 'split_heads',
     'channels_last_backbone', 'fast_autocast', 'fold_batch_norms',
     'keep_freed_cpu_memory', 'materialise_reduced_precision_attention',
-    'numpy_dropout_masks', 'onednn_linear', 'pad_value_heads', 'Dropout',
-    'dropout', 'keep_mask', 'use_fast_dropout', 'use_fast_kernels',
-    'fold_batch_norms_into_convs', 'FusedDetrTransformerEncoder', 'Linear',
+    'numpy_dropout_masks', 'onednn_linear', 'pack_inference_convolutions',
+    'pad_value_heads', 'Dropout', 'dropout', 'keep_mask', 'use_fast_dropout',
+    'use_fast_kernels', 'fold_batch_norms_into_convs',
+    'pack_convolutions_for_inference', 'FusedDetrTransformerEncoder', 'Linear',
     'linear', 'use_fast_linear', 'autocast_off'
 ]

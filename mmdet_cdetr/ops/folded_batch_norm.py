@@ -27,7 +27,7 @@ class _FoldedNorm:
 
     def forward(self, x: Tensor) -> Tensor:
         parent, name = self.folded_conv
-        if _norm_applied_by(getattr(parent, name, None), x) is self:
+        if norm_applied_by(getattr(parent, name, None), x) is self:
             return x
         return super().forward(x)
 
@@ -65,7 +65,7 @@ class NormFoldedConv2d(nn.Conv2d):
             self, x: Tensor) -> Optional[Tuple[Tensor, Optional[Tensor]]]:
         """The weight and bias of this convolution with its norm folded in,
         for input ``x``; None when the norm is to be applied on its own."""
-        norm = _norm_applied_by(self, x)
+        norm = norm_applied_by(self, x)
         if norm is None:
             return None
         scale = norm.running_var.add(norm.eps).rsqrt()
@@ -78,8 +78,8 @@ class NormFoldedConv2d(nn.Conv2d):
         return self.weight * scale[:, None, None, None], shift
 
 
-def _norm_applied_by(conv: Optional[nn.Module],
-                     x: Tensor) -> Optional[nn.Module]:
+def norm_applied_by(conv: Optional[nn.Module],
+                    x: Tensor) -> Optional[nn.Module]:
     """The norm that ``conv`` applies to its output for input ``x``, if any:
     one decision, read by both the convolution and the norm."""
     if not isinstance(conv, NormFoldedConv2d):
