@@ -35,9 +35,9 @@ class _PackedWeight:
 
     def __init__(self, conv: NormFoldedConv2d, x: Tensor, dtype: torch.dtype,
                  weight: Tensor, bias: Tensor) -> None:
-        self.sources = _weight_sources(conv)
         # Held so that a replaced tensor's memory is not reused by another
         # one that the versions below would then mistake for it.
+        self.sources = _weight_sources(conv)
         self.versions = [(t.data_ptr(), t._version) for t in self.sources]
         self.weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
             weight.to(dtype).contiguous(
