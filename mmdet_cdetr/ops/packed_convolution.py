@@ -19,7 +19,7 @@ only in eval mode without gradients, on channels-last inputs, where
 :func:`~.device_choices.pack_inference_convolutions` says so; otherwise the
 blocks run as mmdet's do.
 """
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck
@@ -35,10 +35,11 @@ class _PackedWeight:
 
     def __init__(self, conv: NormFoldedConv2d, x: Tensor, dtype: torch.dtype,
                  weight: Tensor, bias: Tensor) -> None:
+        sources = _weight_sources(conv)
         # Held so that a replaced tensor's memory is not reused by another
         # one that the versions below would then mistake for it.
-        self.sources = _weight_sources(conv)
-        self.versions = [(t.data_ptr(), t._version) for t in self.sources]
+        self.held_sources = [t.detach() for t in sources]
+        self.versions = _versions(sources)
         self.weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
             weight.to(dtype).contiguous(
                 memory_format=torch.channels_last).to_mkldnn(),
@@ -47,8 +48,7 @@ class _PackedWeight:
         self.bias = bias.to(dtype)
 
     def is_current(self, conv: NormFoldedConv2d) -> bool:
-        return self.versions == [(t.data_ptr(), t._version)
-                                 for t in _weight_sources(conv)]
+        return self.versions == _versions(_weight_sources(conv))
 
 
 class _PackedWeights(dict):
@@ -64,11 +64,18 @@ class _PackedWeights(dict):
 
 
 def _weight_sources(conv: NormFoldedConv2d) -> Tuple[Tensor, ...]:
+    """The tensors ``conv``'s folded weight and bias are computed from."""
     parent, name = conv.folded_norm
     norm = getattr(parent, name)
     tensors = (conv.weight, conv.bias, norm.weight, norm.bias,
                norm.running_mean, norm.running_var)
-    return tuple(t.detach() for t in tensors if t is not None)
+    return tuple(t for t in tensors if t is not None)
+
+
+def _versions(tensors: Tuple[Tensor, ...]) -> List[Tuple[int, int]]:
+    """Where each tensor's memory is and how often it was changed in
+    place: read on every packed call, so without ``detach``."""
+    return [(t.data_ptr(), t._version) for t in tensors]
 
 
 def packed_convolution(conv: nn.Module, x: Tensor,
@@ -111,7 +118,8 @@ class _PackedBlock:
     """Mixed into a ResNet block: the packed path in inference."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if (self.training or torch.is_grad_enabled() or x.dim() != 4
+        # Not channels-last also covers inputs that are not 4-D.
+        if (self.training or torch.is_grad_enabled()
                 or getattr(self, 'with_plugins', False)
                 or not x.is_contiguous(memory_format=torch.channels_last)
                 or not pack_inference_convolutions(x.device)):
