@@ -9,6 +9,7 @@ from torch import nn
 
 from mmdet_cdetr.ops import (Dropout, attention_weights, dropout, fast_dropout,
                              keep_mask, multi_head_attention, use_fast_dropout)
+from mmdet_cdetr.ops.fast_dropout import KeptTimesScale
 
 NUMEL = 1_000_000
 # Six standard deviations of the dropped fraction of NUMEL elements.
@@ -27,9 +28,34 @@ def test_dropout_rate_scale_and_gradient():
     torch.testing.assert_close(x.grad, out.detach(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('scale', [1., 1 / 0.9])
+def test_kept_times_scale_is_the_product_and_holds_only_the_mask(dtype, scale):
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 5, 7, generator=generator).to(dtype).requires_grad_()
+    keep = (torch.rand(3, 5, 7, generator=generator) > 0.3).to(torch.uint8)
+    grad = torch.randn(3, 5, 7, generator=generator).to(dtype)
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = KeptTimesScale.apply(x, keep, scale)
+    out.backward(grad)
+    mask = keep.to(dtype) * torch.tensor(scale, dtype=dtype)
+    assert out.dtype == dtype
+    assert torch.equal(out, x.detach() * mask)
+    assert torch.equal(x.grad, grad * mask)
+    # One byte per element until the backward, not a cast mask.
+    assert [t.dtype for t in saved] == [torch.uint8]
+
+
 def test_keep_mask_rate_and_no_repeats():
     mask = keep_mask((2, NUMEL // 2), 0.3)
-    assert mask.dtype == torch.bool
+    assert mask.dtype == torch.uint8
+    assert mask.max() == 1
     assert abs(mask.float().mean().item() - 0.7) < 6 * (0.21 / NUMEL)**0.5
     # Consecutive draws (and the two rows) are different streams.
     assert not torch.equal(mask[0], mask[1])

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .device_choices import (materialise_reduced_precision_attention,
                              numpy_dropout_masks, pad_value_heads)
-from .fast_dropout import keep_mask
+from .fast_dropout import KeptTimesScale, keep_mask
 
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
@@ -79,7 +79,8 @@ def multi_head_attention(q: Tensor, k: Tensor, v: Tensor,
         # Dropping weights unscaled and scaling the (smaller) output instead
         # is the same product with one pass fewer over the weights.
         weights = attention_weights(q, k, blocked)
-        dropped = torch.where(keep_mask(weights.shape, dropout_p), weights, 0.)
+        dropped = KeptTimesScale.apply(weights,
+                                       keep_mask(weights.shape, dropout_p), 1)
         out = (dropped @ v) * (1 / (1 - dropout_p))
     elif (dropout_p == 0 and _in_reduced_precision(q)
           and _logits_numel(q, k) <= MAX_MATERIALISED_LOGITS

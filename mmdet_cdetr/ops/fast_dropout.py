@@ -35,14 +35,17 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return F.dropout(x, p, training)
     if p < 0:
         raise ConfigError(f'dropout probability must be in [0, 1], got {p}')
-    # A float mask scaled in place: multiplying by the bool mask directly
-    # (promoted on the fly) measured 1.7x slower forward+backward.
-    return x * keep_mask(x.shape, p).to(x.dtype).mul_(1 / (1 - p))
+    return KeptTimesScale.apply(x, keep_mask(x.shape, p), 1 / (1 - p))
 
 
 def keep_mask(shape: Sequence[int], p: float) -> Tensor:
-    """A CPU bool tensor, each element False with probability ``p`` (to
-    within 2**-32): the elements a dropout of ``p`` keeps.
+    """A CPU ``uint8`` tensor of 0s and 1s, each element 0 with probability
+    ``p`` (to within 2**-32): the elements a dropout of ``p`` keeps.
+
+    ``uint8`` rather than ``bool`` because PyTorch's CPU casts from ``uint8``
+    are vectorised and those from ``bool`` run element by element (1.2M
+    elements: 0.11 against 0.72 ms to float32, 0.23 against 1.17 ms to
+    bf16), and a view taken in numpy keeps the mask traceable by the jit.
 
     An element is kept when its 32 random bits ``u`` reach
     ``t = round(p * 2**32)``. The top byte of ``u`` decides unless it equals
@@ -59,7 +62,33 @@ def keep_mask(shape: Sequence[int], p: float) -> Tensor:
     ties = np.flatnonzero(high == top)
     low = bits.random_raw(-(-ties.size // 2)).view(np.uint32)[:ties.size]
     keep[ties] = (low & 0xFFFFFF) >= rest
-    return torch.from_numpy(keep).view(shape)
+    return torch.from_numpy(keep.view(np.uint8)).view(shape)
+
+
+class KeptTimesScale(torch.autograd.Function):
+    """``x`` times a 0/1 mask ``keep`` (:func:`keep_mask`) times ``scale``,
+    holding only the 1-byte mask for the backward rather than a cast copy.
+
+    A product with the cast mask is faster than ``torch.where`` on it: per
+    attention dropout of 2x8x300x300, forward and backward, 2.68 -> 1.37 ms
+    in float32 and 2.60 -> 0.99 ms in bf16.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, keep: Tensor, scale: float) -> Tensor:
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return x * _cast_mask(keep, x.dtype, scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        keep, = ctx.saved_tensors
+        return grad * _cast_mask(keep, grad.dtype, ctx.scale), None, None
+
+
+def _cast_mask(keep: Tensor, dtype: torch.dtype, scale: float) -> Tensor:
+    mask = keep.to(dtype)
+    return mask if scale == 1 else mask.mul_(scale)
 
 
 class Dropout(nn.Dropout):
