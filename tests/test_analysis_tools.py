@@ -12,6 +12,7 @@ from mmdet_cdetr.analysis import machine_peak, page_faults
 from mmdet_cdetr.analysis.benchmark import STEPS, amp_speedups
 from mmdet_cdetr.analysis.convergence import (epochs_to_reach, format_table,
                                               summarise, training_minutes)
+from mmdet_cdetr.ops.processor_info import cpuinfo_fields
 
 OURS = 'configs/convergence/conditional_detr_r18_scratch.py'
 BUILTIN = 'configs/convergence/mmdet_conditional_detr_r18_scratch.py'
@@ -269,16 +270,15 @@ def test_processor_description_names_the_cpu_and_its_vector_width(
     cpuinfo.write_text('processor\t: 0\ncpu family\t: 23\nmodel\t\t: 1\n'
                        'model name\t: AMD EPYC\nprocessor\t: 1\n'
                        'model name\t: other\n')
-    fields = machine_peak._cpuinfo_fields(
-        ('model name', 'cpu family', 'model'), str(cpuinfo))
+    fields = cpuinfo_fields(('model name', 'cpu family', 'model'),
+                            str(cpuinfo))
     assert fields == {
         'cpu family': '23',
         'model': '1',
         'model name': 'AMD EPYC'
     }
-    assert machine_peak._cpuinfo_fields(('model', ),
-                                        str(tmp_path / 'absent')) == {}
-    monkeypatch.setattr(machine_peak, '_cpuinfo_fields', lambda keys: fields)
+    assert cpuinfo_fields(('model', ), str(tmp_path / 'absent')) == {}
+    monkeypatch.setattr(machine_peak, 'cpuinfo_fields', lambda keys: fields)
     monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability',
                         lambda: 'AVX2')
     assert machine_peak.describe_processor('cpu') == (

@@ -20,7 +20,8 @@ from mmdet_cdetr.ops import (channels_last_backbone, fold_batch_norms, linear,
                              materialise_reduced_precision_attention,
                              multi_head_attention, numpy_dropout_masks,
                              onednn_linear, pack_convolutions_for_inference,
-                             pack_inference_convolutions, pad_value_heads)
+                             pack_inference_convolutions,
+                             pack_inference_linears, pad_value_heads)
 from mmdet_cdetr.registry import MODELS
 
 
@@ -32,7 +33,7 @@ def test_device_choices_are_off_on_cuda():
                    materialise_reduced_precision_attention,
                    pack_inference_convolutions):
         assert choice('cpu') and not choice('cuda')
-    assert not onednn_linear('cuda')
+    assert not onednn_linear('cuda') and not pack_inference_linears('cuda')
 
 
 @pytest.mark.cuda

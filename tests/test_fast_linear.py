@@ -18,8 +18,10 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(autouse=True)
 def onednn_chosen(monkeypatch):
-    """The kernel on every CPU, whatever this one's vector width."""
+    """The kernel on every CPU, whatever this one's vector width and
+    vendor."""
     monkeypatch.setattr(device_choices, '_cpu_capability', lambda: 'AVX512')
+    monkeypatch.setattr(device_choices, 'is_intel_cpu', lambda: False)
 
 
 @pytest.mark.parametrize('capability, chosen', [('AVX512', True),
@@ -31,6 +33,15 @@ def test_onednn_is_chosen_only_with_avx512(monkeypatch, capability, chosen):
     x, weight, bias = _tensors((50, 32), (16, 32), (16, ))
     ops = _ops_called(lambda: linear(x, weight, bias))
     assert ('mkldnn::_linear_pointwise' in ops) is chosen
+
+
+def test_intel_cpus_keep_mkl(monkeypatch):
+    """MKL runs its best kernels on Intel's CPUs: ``F.linear`` there."""
+    monkeypatch.setattr(device_choices, 'is_intel_cpu', lambda: True)
+    assert not onednn_linear('cpu')
+    x, weight, bias = _tensors((50, 32), (16, 32), (16, ))
+    assert 'mkldnn::_linear_pointwise' not in _ops_called(
+        lambda: linear(x, weight, bias))
 
 
 def _tensors(*shapes, dtype=torch.float32):

@@ -8,7 +8,7 @@ import warnings
 from mmdet.apis import DetInferencer
 from mmengine.runner.amp import autocast
 
-from mmdet_cdetr.ops import pack_convolutions_for_inference
+from mmdet_cdetr.ops import pack_for_inference
 from mmdet_cdetr.registry import DATASETS
 from mmdet_cdetr.utils import (ArgumentError, InputNotFoundError,
                                report_user_errors, warn_if_autocast_is_slow)
@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> None:
         inferencer.model.dataset_meta = inferencer.visualizer.dataset_meta = (
             DATASETS.build(dict(cfg.test_dataloader.dataset,
                                 lazy_init=True)).metainfo)
-    pack_convolutions_for_inference(inferencer.model)
+    pack_for_inference(inferencer.model)
     device_type = inferencer.model.data_preprocessor.device.type
     if args.amp:
         warn_if_autocast_is_slow(device_type)

@@ -10,7 +10,7 @@ import os.path as osp
 
 from mmengine.device import get_device
 
-from mmdet_cdetr.ops import pack_convolutions_for_inference
+from mmdet_cdetr.ops import pack_for_inference
 from mmdet_cdetr.utils import (InputNotFoundError, add_runner_args,
                                add_test_args, apply_test_args, build_runner,
                                finish_distributed, load_config,
@@ -48,7 +48,7 @@ def main(args: argparse.Namespace) -> None:
         use_flip_tta(cfg)
     runner = build_runner(cfg)
     # Packed once the checkpoint is loaded (on the first test batch).
-    pack_convolutions_for_inference(runner.model)
+    pack_for_inference(runner.model)
     runner.test()
     finish_distributed()
 

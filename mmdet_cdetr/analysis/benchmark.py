@@ -17,7 +17,7 @@ Measured per model:
   (encoder, decoder, matching, losses) on fixed backbone features;
 * ``infer``: inference of one ``infer_size`` image (``mode='predict'``),
   by a copy of the model packed for inference as ``tools/test.py`` packs
-  it (:func:`~mmdet_cdetr.ops.pack_convolutions_for_inference`), whose
+  it (:func:`~mmdet_cdetr.ops.pack_for_inference`), whose
   weights the training steps leave unchanged;
 * ``page_faults`` of each step (median; :mod:`.page_faults`): the time
   the kernel spends handing out fresh memory is in no operator's profile;
@@ -53,7 +53,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
-from mmdet_cdetr.ops import pack_convolutions_for_inference
+from mmdet_cdetr.ops import pack_for_inference
 from mmdet_cdetr.registry import MODELS
 from mmdet_cdetr.utils import init_weights_quietly
 from .page_faults import minor_page_faults
@@ -214,8 +214,7 @@ class DetectorBench:
                                for feat in model.extract_feat(self.inputs))
         self.infer_inputs, self.infer_samples = make_batch(
             model, 1, infer_size, num_gts, num_classes, False, seed=1)
-        self.infer_model = pack_convolutions_for_inference(
-            copy.deepcopy(model).eval())
+        self.infer_model = pack_for_inference(copy.deepcopy(model).eval())
 
     def train_step(self) -> None:
         """Forward, losses, and the optimiser wrapper's update (backward,

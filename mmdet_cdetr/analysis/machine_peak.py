@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from mmdet_cdetr.ops import linear
+from mmdet_cdetr.ops.processor_info import cpuinfo_fields
 from .benchmark import _timed
 
 Result = TypeVar('Result')
@@ -88,27 +89,10 @@ def describe_processor(device: torch.device) -> str:
         return f'cuda: {torch.cuda.get_device_name(device)}'
     if device.type != 'cpu':
         return device.type
-    fields = _cpuinfo_fields(('model name', 'cpu family', 'model'))
+    fields = cpuinfo_fields(('model name', 'cpu family', 'model'))
     name = fields.get('model name') or platform.processor() or 'unknown'
     family = (f', family {fields["cpu family"]} model {fields["model"]}'
               if 'cpu family' in fields and 'model' in fields else '')
     return (f'cpu: {name}{family}, '
             f'{torch.backends.cpu.get_cpu_capability()}, '
             f'{torch.get_num_threads()} threads')
-
-
-def _cpuinfo_fields(keys: Tuple[str, ...],
-                    path: str = '/proc/cpuinfo') -> Dict[str, str]:
-    """The first value of each of ``keys`` in Linux's ``/proc/cpuinfo``
-    (empty elsewhere)."""
-    fields: Dict[str, str] = {}
-    try:
-        with open(path) as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(':')
-                key = key.strip()
-                if key in keys and key not in fields:
-                    fields[key] = value.strip()
-    except OSError:
-        pass
-    return fields

@@ -12,6 +12,8 @@ from typing import Union
 
 import torch
 
+from .processor_info import is_intel_cpu
+
 Device = Union[torch.device, str]
 
 
@@ -58,13 +60,15 @@ def materialise_reduced_precision_attention(device: Device) -> bool:
 
 def onednn_linear(device: Device) -> bool:
     """Compute float32 linear layers with oneDNN's matrix product instead of
-    the BLAS that ``F.linear`` calls (MKL), on CPUs with AVX-512. Both
-    accumulate in float32. On an AMD CPU with AVX-512, MKL keeps to slower
-    kernels and oneDNN made the R50 model's inference 1.12x faster; on one
-    with AVX2 alone, MKL runs its best kernels and oneDNN gained nothing
-    (``docs/performance.md``)."""
+    the BLAS that ``F.linear`` calls (MKL), on CPUs with AVX-512 other than
+    Intel's. Both accumulate in float32. On an AMD CPU with AVX-512, MKL
+    keeps to slower kernels and oneDNN made the R50 model's inference 1.12x
+    faster; on one with AVX2 alone, MKL runs its best kernels and oneDNN
+    gained nothing; on an Intel CPU with AVX-512 (family 6 model 167) MKL
+    runs its best kernels too, and oneDNN made the training step 1284 ->
+    1342 ms slower (``docs/performance.md``)."""
     return (_is_cpu_eager(device) and torch.backends.mkldnn.is_available()
-            and _cpu_capability() == 'AVX512')
+            and _cpu_capability() == 'AVX512' and not is_intel_cpu())
 
 
 def _cpu_capability() -> str:
@@ -88,6 +92,18 @@ def pack_inference_convolutions(device: Device) -> bool:
     1233 -> 1187 ms in float32 and 675 -> 633 ms under bf16 autocast
     (docs/performance.md). Not measured on GPUs (none was lent)."""
     return _is_cpu_eager(device) and torch.backends.mkldnn.is_available()
+
+
+def pack_inference_linears(device: Device) -> bool:
+    """In bf16 inference (autocast) of a model packed for it
+    (:func:`~.packed_linear.pack_linears_for_inference`), run the linear
+    layers on weights cast to bf16 and reordered for oneDNN once instead of
+    on every call, on CPUs with native bf16: ``--amp`` inference of R50 at
+    800x1216 went 634 -> 621 ms (docs/performance.md). In float32 the same
+    packing gained 1088 -> 1078 ms, within noise, so float32 layers keep
+    :func:`onednn_linear`. Not measured on GPUs (none was lent)."""
+    return (_is_cpu_eager(device) and torch.backends.mkldnn.is_available()
+            and _cpu_has_bf16())
 
 
 def fast_autocast(device: Device) -> bool:

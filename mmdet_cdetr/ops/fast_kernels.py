@@ -4,6 +4,8 @@ from torch import nn
 from .fast_dropout import use_fast_dropout
 from .fast_linear import use_fast_linear
 from .folded_batch_norm import fold_batch_norms_into_convs
+from .packed_convolution import pack_convolutions_for_inference
+from .packed_linear import pack_linears_for_inference
 
 
 def use_fast_kernels(module: nn.Module) -> nn.Module:
@@ -22,3 +24,13 @@ def use_fast_kernels(module: nn.Module) -> nn.Module:
     for resnet in [m for m in module.modules() if isinstance(m, ResNet)]:
         fold_batch_norms_into_convs(resnet)
     return module
+
+
+def pack_for_inference(module: nn.Module) -> nn.Module:
+    """Let the kernels :func:`use_fast_kernels` routed under ``module`` keep
+    their weights prepared between calls in inference (the ResNet blocks'
+    convolutions, and the linear layers under bf16 autocast), in place. For
+    models whose weights are final: testing, demos, benchmarks of
+    inference."""
+    pack_convolutions_for_inference(module)
+    return pack_linears_for_inference(module)

@@ -11,15 +11,13 @@ one more pass over the activations. Same arithmetic as the plain path: the
 outputs are equal (``tests/test_packed_convolution.py``).
 
 The weights are read when first needed and again whenever one of them is
-changed in place through the parameter itself or replaced (an optimiser
-step, ``load_state_dict``). Changes made through ``.data`` are not seen, as
-with mmcv's ``fuse_conv_bn``: pack a model whose weights are final, as
+changed (:mod:`.weight_cache`): pack a model whose weights are final, as
 ``tools/test.py`` does after its checkpoint is loaded. The packed path runs
 only in eval mode without gradients, on channels-last inputs, where
 :func:`~.device_choices.pack_inference_convolutions` says so; otherwise the
 blocks run as mmdet's do.
 """
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck
@@ -27,19 +25,16 @@ from torch import Tensor, nn
 
 from .device_choices import pack_inference_convolutions
 from .folded_batch_norm import NormFoldedConv2d, norm_applied_by
+from .weight_cache import PreparedWeight, PreparedWeights
 
 
-class _PackedWeight:
+class _PackedWeight(PreparedWeight):
     """One convolution's weight and bias, folded, cast to ``dtype`` and
-    reordered for oneDNN, with what they were computed from."""
+    reordered for oneDNN."""
 
     def __init__(self, conv: NormFoldedConv2d, x: Tensor, dtype: torch.dtype,
                  weight: Tensor, bias: Tensor) -> None:
-        sources = _weight_sources(conv)
-        # Held so that a replaced tensor's memory is not reused by another
-        # one that the versions below would then mistake for it.
-        self.held_sources = [t.detach() for t in sources]
-        self.versions = _versions(sources)
+        super().__init__(_weight_sources(conv))
         self.weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
             weight.to(dtype).contiguous(
                 memory_format=torch.channels_last).to_mkldnn(),
@@ -47,35 +42,13 @@ class _PackedWeight:
             conv.groups, list(x.shape))
         self.bias = bias.to(dtype)
 
-    def is_current(self, conv: NormFoldedConv2d) -> bool:
-        return self.versions == _versions(_weight_sources(conv))
 
-
-class _PackedWeights(dict):
-    """A convolution's packed weights by dtype. oneDNN's packed tensors can
-    be neither copied nor pickled; copies of the model (``deepcopy``,
-    ``torch.save``) start empty and pack again when first needed."""
-
-    def __deepcopy__(self, memo: dict) -> '_PackedWeights':
-        return _PackedWeights()
-
-    def __reduce__(self):
-        return _PackedWeights, ()
-
-
-def _weight_sources(conv: NormFoldedConv2d) -> Tuple[Tensor, ...]:
+def _weight_sources(conv: NormFoldedConv2d) -> Tuple[Optional[Tensor], ...]:
     """The tensors ``conv``'s folded weight and bias are computed from."""
     parent, name = conv.folded_norm
     norm = getattr(parent, name)
-    tensors = (conv.weight, conv.bias, norm.weight, norm.bias,
-               norm.running_mean, norm.running_var)
-    return tuple(t for t in tensors if t is not None)
-
-
-def _versions(tensors: Tuple[Tensor, ...]) -> List[Tuple[int, int]]:
-    """Where each tensor's memory is and how often it was changed in
-    place: read on every packed call, so without ``detach``."""
-    return [(t.data_ptr(), t._version) for t in tensors]
+    return (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean,
+            norm.running_var)
 
 
 def packed_convolution(conv: nn.Module, x: Tensor,
@@ -91,9 +64,9 @@ def packed_convolution(conv: nn.Module, x: Tensor,
             or conv.padding_mode != 'zeros' or isinstance(conv.padding, str)
             or norm_applied_by(conv, x) is None):
         return None
-    cache = conv.__dict__.setdefault('_packed_weights', _PackedWeights())
+    cache = conv.__dict__.setdefault('_packed_weights', PreparedWeights())
     packed = cache.get(dtype)
-    if packed is None or not packed.is_current(conv):
+    if packed is None or not packed.is_current(_weight_sources(conv)):
         packed = cache[dtype] = _PackedWeight(conv, x, dtype,
                                               *conv.folded_weight_and_bias(x))
     return torch.ops.mkldnn._convolution_pointwise(
