@@ -147,8 +147,23 @@ def test_attention_kernel_under_bf16_is_the_plain_computation(
         fused.float(), plain.float(), rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize('amx, materialised', [(False, True), (True, False)])
+def test_attention_is_materialised_only_on_cpus_without_amx(
+        monkeypatch, amx, materialised):
+    """With AMX's bf16 tiles PyTorch's fused kernel is the faster one."""
+    monkeypatch.setattr(device_choices, 'cpu_has_amx_bf16', lambda: amx)
+    assert device_choices.materialise_reduced_precision_attention(
+        'cpu') is materialised
+    q, k, v = torch.randn(3, 1, 2, 4, 8).unbind(0)
+    with bf16_autocast, profile(activities=[ProfilerActivity.CPU]) as prof:
+        multi_head_attention(q, k, v, None, 0.)
+    assert any('scaled_dot_product' in event.name
+               for event in prof.events()) is not materialised
+
+
 def test_attention_beyond_the_logits_cap_keeps_the_fused_kernel(monkeypatch):
     """Weights too large to hold are never materialised."""
+    monkeypatch.setattr(device_choices, 'cpu_has_amx_bf16', lambda: False)
     q, k, v = torch.randn(3, 1, 2, 4, 8).unbind(0)
     ran = {}
     for cap in (32, 31):

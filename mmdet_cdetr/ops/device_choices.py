@@ -12,7 +12,7 @@ from typing import Union
 
 import torch
 
-from .processor_info import is_intel_cpu
+from .processor_info import cpu_has_amx_bf16, is_intel_cpu
 
 Device = Union[torch.device, str]
 
@@ -50,12 +50,14 @@ def pad_value_heads(device: Device) -> bool:
 
 def materialise_reduced_precision_attention(device: Device) -> bool:
     """Compute bf16/fp16 attention without dropout as ``softmax(q k^T) v``
-    with materialised weights instead of PyTorch's fused CPU kernel, which
-    at our head widths (32, 64) runs no faster in bf16 than in float32:
-    ``--amp`` inference of R50 went 419 -> 381 ms (docs/performance.md).
+    with materialised weights instead of PyTorch's fused CPU kernel, on
+    CPUs without AMX, where the fused kernel at our head widths (32, 64)
+    runs no faster in bf16 than in float32: ``--amp`` inference of R50 went
+    419 -> 381 ms. With AMX the fused kernel is faster (encoder
+    self-attention 6.69 ms materialised, 2.69 ms fused; docs/performance.md).
     The logits are then rounded to bf16, as in mmdet's attention under
     autocast."""
-    return _is_cpu_eager(device)
+    return _is_cpu_eager(device) and not cpu_has_amx_bf16()
 
 
 def onednn_linear(device: Device) -> bool:
