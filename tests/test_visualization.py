@@ -297,10 +297,12 @@ def test_browse_dataset_draws_the_augmented_images(trained, synthetic_root,
 
 def test_image_demo_amp_detects_what_float32_does(trained, synthetic_root,
                                                   tmp_path):
-    """``--amp`` (bf16 autocast here) changes the scores a little: the best
-    detection is the float32 run's, its score within 0.05, its box within
-    3% of the 128-px image (bf16 moves this 2-epoch model's backbone
-    features by ~0.6%; its boxes have measured 2.6 px apart)."""
+    """``--amp`` (bf16 autocast here) changes the scores a little: each of
+    the float32 run's five best detections is among the ``--amp`` run's,
+    same label, score within 5%, box within 3% of the 128-px image (bf16
+    moves this 2-epoch model's backbone features by ~0.6%; its boxes have
+    measured 2.6 px apart). Not the best detection alone: this model's top
+    scores tie to within 1e-4, so bf16 may reorder them."""
     image = sorted(Path(synthetic_root, 'val').glob('*.png'))[0]
     preds = []
     for flags in ([], ['--amp']):
@@ -316,6 +318,11 @@ def test_image_demo_amp_detects_what_float32_does(trained, synthetic_root,
             json.loads((out_dir / 'preds' / f'{image.stem}.json').read_text()))
     full, mixed = preds
     assert mixed['scores'] != full['scores']  # bf16 really ran
-    assert mixed['labels'][0] == full['labels'][0]
-    assert abs(mixed['scores'][0] - full['scores'][0]) < 0.05
-    assert np.abs(np.subtract(mixed['bboxes'][0], full['bboxes'][0])).max() < 4
+    mixed_boxes = np.array(mixed['bboxes'])
+    for label, score, box in list(
+            zip(full['labels'], full['scores'], full['bboxes']))[:5]:
+        same_label = np.array(mixed['labels']) == label
+        distance = np.abs(mixed_boxes - box).max(axis=1)
+        nearest = np.flatnonzero(same_label)[distance[same_label].argmin()]
+        assert distance[nearest] < 4, (box, mixed_boxes[nearest])
+        assert abs(mixed['scores'][nearest] - score) < 0.05 * score
