@@ -318,10 +318,12 @@ def test_image_demo_amp_detects_what_float32_does(trained, synthetic_root,
             json.loads((out_dir / 'preds' / f'{image.stem}.json').read_text()))
     full, mixed = preds
     assert mixed['scores'] != full['scores']  # bf16 really ran
-    mixed_boxes = np.array(mixed['bboxes'])
+    mixed_boxes, mixed_labels = np.array(mixed['bboxes']), np.array(
+        mixed['labels'])
     for label, score, box in list(
             zip(full['labels'], full['scores'], full['bboxes']))[:5]:
-        same_label = np.array(mixed['labels']) == label
+        same_label = mixed_labels == label
+        assert same_label.any(), f'--amp found no detection of class {label}'
         distance = np.abs(mixed_boxes - box).max(axis=1)
         nearest = np.flatnonzero(same_label)[distance[same_label].argmin()]
         assert distance[nearest] < 4, (box, mixed_boxes[nearest])
