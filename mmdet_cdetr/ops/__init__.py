@@ -25,6 +25,7 @@ from .fused_detr_encoder import FusedDetrTransformerEncoder
 from .packed_convolution import pack_convolutions_for_inference
 from .packed_linear import PackedLinear, pack_linears_for_inference
 from .precision import autocast_off
+from .view_safe_relu import ViewSafeReLU, use_view_safe_relu
 
 __all__ = [
     'attention_weights', 'blocked_mask', 'multi_head_attention', 'split_heads',
@@ -36,5 +37,5 @@ __all__ = [
     'fold_batch_norms_into_convs', 'pack_convolutions_for_inference',
     'PackedLinear', 'pack_linears_for_inference',
     'FusedDetrTransformerEncoder', 'Linear', 'linear', 'use_fast_linear',
-    'autocast_off'
+    'autocast_off', 'ViewSafeReLU', 'use_view_safe_relu'
 ]

@@ -6,12 +6,13 @@ from .fast_linear import use_fast_linear
 from .folded_batch_norm import fold_batch_norms_into_convs
 from .packed_convolution import pack_convolutions_for_inference
 from .packed_linear import pack_linears_for_inference
+from .view_safe_relu import use_view_safe_relu
 
 
 def use_fast_kernels(module: nn.Module) -> nn.Module:
-    """Route every dropout and linear layer under ``module``, and the conv +
-    batch norm pairs of its mmdet ResNets (ResNetV1d, ResNeXt, ... included),
-    through this package's kernels, in place. Parameters, names
+    """Route every dropout, linear layer and ReLU under ``module``, and the
+    conv + batch norm pairs of its mmdet ResNets (ResNetV1d, ResNeXt, ...
+    included), through this package's kernels, in place. Parameters, names
     and state dicts are unchanged, and each kernel decides per call, from
     :mod:`.device_choices`, whether to run or to leave the plain path.
 
@@ -21,6 +22,7 @@ def use_fast_kernels(module: nn.Module) -> nn.Module:
     keep their norms."""
     use_fast_dropout(module)
     use_fast_linear(module)
+    use_view_safe_relu(module)
     for resnet in [m for m in module.modules() if isinstance(m, ResNet)]:
         fold_batch_norms_into_convs(resnet)
     return module
