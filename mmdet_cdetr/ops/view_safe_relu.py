@@ -6,11 +6,11 @@ encoder's, the decoder's and the head's, follow one with
 ``ReLU(inplace=True)``. An in-place op on a view that autograd records
 makes the backward clone the whole base gradient and copy the slice back
 (``CopySlices``): two more passes over the FFN's widest activation for
-nothing. Out of place, the ReLU writes
-one new tensor and the linear's output is freed at once (nothing saves it),
-so peak memory does not grow. The R50 float32 training step at 2x512x512
-went 1643 -> 1617 ms (docs/performance.md). The rule is autograd's, not a
-device's, so it holds on every device.
+nothing. Out of place, the ReLU writes one new tensor and the linear's
+output is freed at once (nothing saves it), so peak memory does not grow.
+The R50 float32 training step at 2x512x512 went 1643 -> 1617 ms
+(docs/performance.md). The rule is autograd's, not a device's, so it holds
+on every device.
 """
 import torch.nn.functional as F
 from torch import Tensor, nn
