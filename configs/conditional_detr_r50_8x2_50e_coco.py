@@ -11,6 +11,10 @@ custom_imports = dict(imports=['mmdet_cdetr'], allow_failed_imports=False)
 # build mmdet's classes: the model and the data sets are built in our scope.
 model = dict(
     _scope_='mmdet_cdetr',
+    # Each test image gets the detections it gets alone, whatever else is in
+    # its batch (its backbone features are computed at its own size), so a
+    # test batch of several images gives the AP of batch 1.
+    batch_independent_inference=True,
     decoder=dict(
         layer_cfg=dict(
             # As released: dropout 0.1 on the attention weights and on each
@@ -34,23 +38,15 @@ test_dataloader = val_dataloader
 # the model evaluated, so that every rank evaluates the saved model.
 default_hooks = dict(
     checkpoint=dict(_scope_='mmdet_cdetr', type='AtomicCheckpointHook'))
+# SpeedUpHook: CPU speed-ups applied to the built model before training
+# and testing (channels-last backbone and neck, faster dropout masks, and
+# for testing batch norms folded into convolutions; docs/speed.md). 'auto':
+# only on the CPU, where they were measured to pay; True/False force them.
 custom_hooks = [
     dict(type='NumClassCheckHook'),
     dict(type='CheckpointFitHook'),
     dict(type='FineTuneHook'),
     dict(type='RandomStateHook'),
-    dict(type='SyncBuffersHook')
+    dict(type='SyncBuffersHook'),
+    dict(type='SpeedUpHook', enable='auto')
 ]
-
-# PyTorch's fused AdamW (CPU and CUDA): one kernel updates every parameter
-# instead of a Python loop of small ones; the same update to float32
-# rounding, 4x faster on the CPU (docs/performance.md).
-optim_wrapper = dict(optimizer=dict(fused=True))
-
-# On the CPU, tools/train.py and tools/test.py keep freed memory in the
-# process (glibc's malloc without mmap and trimming) instead of returning it
-# to the system and faulting it in again every step: a training step of two
-# 800x1088 images 1.49x faster here, 9% with sizes changing between steps,
-# for a resident size about 15% higher (docs/performance.md).
-# None: decided by the device (the CPU only); False: off; True: on anywhere.
-env_cfg = dict(keep_freed_memory=None)

@@ -12,24 +12,45 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+from mmengine.utils import digit_version
 
 import mmdet_cdetr  # noqa: F401  (registers the components)
 from mmdet_cdetr.datasets import make_synthetic_coco
+from mmdet_cdetr.models import ConditionalDETR
 from mmdet_cdetr.registry import MODELS
+from mmdet_cdetr.utils.torch_compat import (SAFE_WEIGHTS_ONLY_LOAD,
+                                            TORCH_VERSION)
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK_CONFIG = str(REPO /
                    'configs/quickstart/conditional_detr_r18_synthetic.py')
 R50_CONFIG = str(REPO / 'configs/conditional_detr_r50_8x2_50e_coco.py')
 
+# What `make test-oldest-torch` runs on the oldest supported torch: the
+# exactness tests (official code, mmdet's built-in, Group DETR, 1 and 2
+# processes), training, --resume, tools/test.py, ONNX export, converters.
+OLDEST_TORCH_MODULES = {
+    'test_parity_mmdet', 'test_parity_official', 'test_group_detr',
+    'test_distributed', 'test_decoder_math', 'test_conditional_attention',
+    'test_head', 'test_detector', 'test_end_to_end', 'test_exact_resume',
+    'test_converters', 'test_deployment', 'test_checkpoint_safety',
+    'test_speedups', 'test_torch_compat'
+}
+# Unpickling restricted to an allow-list needs torch 2.6 (torch_compat).
+needs_safe_loading = pytest.mark.skipif(
+    not SAFE_WEIGHTS_ONLY_LOAD,
+    reason=f'torch {torch.__version__} cannot restrict unpickling')
+
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests marked ``cuda`` skip where no CUDA device is."""
-    if torch.cuda.is_available():
-        return
+    """Mark the modules of :data:`OLDEST_TORCH_MODULES` ``oldest_torch``;
+    tests marked ``cuda`` skip where no CUDA device is."""
     skip = pytest.mark.skip(reason='needs a CUDA device')
     for item in items:
-        if 'cuda' in item.keywords:
+        if item.module.__name__ in OLDEST_TORCH_MODULES:
+            item.add_marker(pytest.mark.oldest_torch)
+        if 'cuda' in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip)
 
 
@@ -253,6 +274,8 @@ def hf_reference(tmp_path_factory):
     its own ResNet (bottleneck ResNet-50 of 1/8 width, as
     ``TINY_COCO_CONFIG``'s backbone) and 91 COCO logits, saved with
     ``save_pretrained`` (the hub's names) in ``.dir``."""
+    if TORCH_VERSION < digit_version('2.6.0'):  # transformers 5 needs it
+        pytest.skip(f'transformers 5 needs torch 2.6, not {torch.__version__}')
     import transformers
     backbone = transformers.ResNetConfig(
         embedding_size=8,
@@ -403,3 +426,41 @@ def trained(tmp_path_factory, synthetic_root) -> dict:
     result = run_tool(['tools/train.py', config, '--work-dir', str(work_dir)])
     assert result.returncode == 0, result.stderr[-3000:]
     return dict(config=config, work_dir=work_dir, tmp=tmp, log=result.stdout)
+
+
+# --- Small models and batches shared by several test modules ---
+
+
+def build_model(num_query_groups: int = 1,
+                group_assigner: bool = True) -> ConditionalDETR:
+    """The quick-start model with ``num_query_groups`` groups of 20 queries,
+    random weights (no zero-initialised layer hides a difference)."""
+    cfg = quick_cfg().model
+    cfg.num_query_groups = num_query_groups
+    if group_assigner:
+        cfg.train_cfg.assigner.type = 'GroupHungarianAssigner'
+    model = MODELS.build(cfg)
+    randomize_(model)
+    return model
+
+
+def without_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.
+        elif isinstance(module, torch.nn.MultiheadAttention):
+            module.dropout = 0.
+    return model
+
+
+def batch_with_boxes(model):
+    """Two images of different sizes with 3 and 2 ground-truth boxes."""
+    inputs, samples = parity_batch(model)
+    boxes = ([[10., 20., 90., 120.], [100., 30., 150., 90.],
+              [20., 130., 70., 200.]], [[5., 5., 60., 50.],
+                                        [40., 60., 120., 210.]])
+    for sample, image_boxes in zip(samples, boxes):
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor(image_boxes),
+            labels=torch.arange(len(image_boxes)) % 3)
+    return inputs, samples

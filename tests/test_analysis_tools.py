@@ -1,18 +1,14 @@
 """Smoke runs of the benchmark and convergence tools (tiny inputs), and the
 convergence summary on hand-made curves."""
 import json
-import mmap
 import os.path as osp
 
 import pytest
-import torch
-from conftest import run_tool
+from conftest import REPO, run_tool
 
-from mmdet_cdetr.analysis import machine_peak, page_faults
-from mmdet_cdetr.analysis.benchmark import STEPS, amp_speedups
+from mmdet_cdetr.analysis.benchmark import STEPS, paired_ratios
 from mmdet_cdetr.analysis.convergence import (epochs_to_reach, format_table,
                                               summarise, training_minutes)
-from mmdet_cdetr.ops.processor_info import cpuinfo_fields
 
 OURS = 'configs/convergence/conditional_detr_r18_scratch.py'
 BUILTIN = 'configs/convergence/mmdet_conditional_detr_r18_scratch.py'
@@ -21,74 +17,63 @@ GROUP = 'configs/convergence/group_conditional_detr_r18_scratch.py'
 
 
 def test_benchmark_smoke(tmp_path):
+    """Ours with its speed-ups on and off, and mmdet's built-in, in float32
+    and --amp; every ratio pairs the repetitions of one round."""
     out = tmp_path / 'bench.json'
+    builtin_plain = tmp_path / 'builtin.py'
+    builtin_plain.write_text(f"_base_ = '{REPO / BUILTIN}'\n"
+                             "custom_hooks = [h for h in _base_.custom_hooks "
+                             "if h['type'] != 'SpeedUpHook']\n")
     result = run_tool([
         'tools/analysis_tools/compare_detectors.py', '--models',
-        f'ours={OURS}', f'mmdet-conditional-detr={BUILTIN}', '--batch-size',
-        '1', '--train-size', '64', '64', '--infer-size', '64', '96',
-        '--repeats', '2', '--warmup', '0', '--threads', '1', '--amp', '--out',
+        f'ours={OURS}', f'mmdet-conditional-detr={builtin_plain}',
+        '--batch-size', '1', '--train-size', '64', '64', '--infer-size', '64',
+        '96', '--repeats', '2', '--warmup', '0', '--threads', '1', '--amp',
+        '--out',
         str(out)
     ])
     assert result.returncode == 0, result.stderr
     measured = json.loads(out.read_text())
-    results, peaks = measured['results'], measured['peaks']
+    results = measured['results']
     ours, builtin = results['ours'], results['mmdet-conditional-detr']
     assert set(results) == {
-        'ours', 'ours+amp', 'mmdet-conditional-detr',
-        'mmdet-conditional-detr+amp'
+        'ours', 'ours+amp', 'ours-no-speedups', 'ours-no-speedups+amp',
+        'mmdet-conditional-detr', 'mmdet-conditional-detr+amp'
     }
-    for precision in ('float32', 'bfloat16'):
-        assert peaks[precision] == max(peaks[precision + '_conv'],
-                                       peaks[precision + '_gemm']) > 0
-    assert 'float32 peak:' in result.stdout
-    processor = measured['setting']['processor']
-    assert processor.startswith('cpu: ') and processor in result.stdout
-    for name, r in results.items():
-        peak = peaks['bfloat16' if name.endswith('+amp') else 'float32']
-        assert r['peak_gflops'] == peak
-        for step in ('train', 'infer'):
-            assert r[f'{step}_of_peak'] == pytest.approx(r[f'{step}_gflops'] /
-                                                         peak)
-            assert 0 < r[f'{step}_of_peak'] < 2
-        assert r['train_forward_flops'] > 0
+    assert measured['setting']['speedups'] == {
+        'ours': True,
+        'ours-no-speedups': False,
+        'mmdet-conditional-detr': False
+    }
+    assert 'CPU speed-ups applied: channels_last, fast_dropout' in (
+        result.stdout + result.stderr)
     for r in (ours, builtin):
-        for step in ('train', 'train_th', 'infer'):
+        for step in STEPS:
             assert len(r[step]['values']) == 2
             assert 0 < r[step]['min'] <= r[step]['median'] <= r[step]['max']
-            assert r[step]['page_faults'] >= 0
         assert 0 < r['flops_th'] < r['flops']
         assert 0 < r['params_th'] < r['params']
         assert r['peak_mem'] > 0
+        assert r['train_forward_flops'] > 0
     # Same architecture, same parameter names: same counts.
     assert ours['params'] == builtin['params']
     # The baseline row is 1.00x of itself in every ratio column.
     row = next(line for line in result.stdout.splitlines()
                if line.startswith('| mmdet-conditional-detr |'))
     assert row.count('| 1.00x') == 4
-    assert 'page faults train / infer' in result.stdout
-    speedups = measured['amp_speedups']
-    assert set(speedups) == {'ours', 'mmdet-conditional-detr'}
-    for name, steps in speedups.items():
-        for step, ratio in steps.items():
-            plain = results[name][step]['values']
-            reduced = results[name + '+amp'][step]['values']
-            assert ratio['values'] == pytest.approx(
-                [a / b for a, b in zip(plain, reduced)])
-            assert ratio['min'] <= ratio['median'] <= ratio['max']
-        speedup_row = next(
-            line for line in result.stdout.splitlines()
-            if line.startswith(f'| {name} | ') and line.count('|') == 5)
-        assert f'{steps["infer"]["median"]:.2f}x (' in speedup_row
-    train_faults = builtin['train']['page_faults'] / 1e3
-    assert f'| {train_faults:.1f}k / ' in row
-    if measured['page_fault_seconds'] is None:
-        # An allocator that keeps freed memory (README: MALLOC_MMAP_MAX_=0)
-        # leaves nothing to time.
-        assert 'minor page fault' not in result.stdout
-    else:
-        fault_us = measured['page_fault_seconds'] * 1e6
-        assert 0 < fault_us < 1000
-        assert f'minor page fault: {fault_us:.2f} us' in result.stdout
+    vs_baseline = measured['vs_baseline']
+    assert 'mmdet-conditional-detr' not in vs_baseline
+    ratio = vs_baseline['ours']['infer']
+    assert ratio['values'] == pytest.approx([
+        a / b
+        for a, b in zip(ours['infer']['values'], builtin['infer']['values'])
+    ])
+    ours_row = next(line for line in result.stdout.splitlines()
+                    if line.startswith('| ours | ') and line.count('|') == 5)
+    assert f'| {ratio["median"]:.2f} (' in ours_row
+    assert set(measured['amp_time_ratios']) == {
+        'ours', 'ours-no-speedups', 'mmdet-conditional-detr'
+    }
 
 
 def test_convergence_smoke(tmp_path, synthetic_root):
@@ -215,97 +200,23 @@ def test_training_minutes_sum_the_logged_iteration_times():
     })
 
 
-def test_amp_speedup_pairs_the_repetitions_of_one_round():
-    """A load that slows both precisions in the second and third rounds
-    leaves each round's ratio at 2x; the medians' ratio would say 5.5x."""
-    plain, reduced = [1.0, 3.0, 3.2], [0.5, 1.5, 0.55]
+def test_paired_ratios_pair_the_repetitions_of_one_round():
+    """A load that slows both rows in the second and third rounds leaves
+    each round's ratio at 0.5; the medians' ratio would say 0.18."""
+    slow, fast = [1.0, 3.0, 3.2], [0.5, 1.5, 0.55]
     results = {
-        'm': {
-            step: dict(values=plain)
+        'slow': {
+            step: dict(values=slow)
             for step in STEPS
         },
-        'm+amp': {
-            step: dict(values=reduced)
-            for step in STEPS
-        },
-        'alone': {
-            step: dict(values=plain)
+        'fast': {
+            step: dict(values=fast)
             for step in STEPS
         },
     }
-    speedups = amp_speedups(results)
-    assert set(speedups) == {'m'}
+    ratios = paired_ratios(results, 'fast', 'slow')
     for step in STEPS:
-        ratio = speedups['m'][step]
-        assert ratio['values'] == pytest.approx([2.0, 2.0, 3.2 / 0.55])
-        assert ratio['median'] == pytest.approx(2.0)
-        assert ratio['max'] == pytest.approx(3.2 / 0.55)
-
-
-def test_peaks_are_the_higher_of_before_and_after(monkeypatch):
-    calls = []
-    measured = iter([
-        dict(float32=100., float32_conv=100., float32_gemm=80.),
-        dict(float32=90., float32_conv=70., float32_gemm=90.),
-    ])
-
-    def fake_measure(device):
-        calls.append('peak')
-        return next(measured)
-
-    def run():
-        calls.append('run')
-        return 'timings'
-
-    monkeypatch.setattr(machine_peak, 'measure_peaks', fake_measure)
-    result, peaks = machine_peak.measure_peaks_around(run, 'cpu')
-    assert calls == ['peak', 'run', 'peak']
-    assert result == 'timings'
-    assert peaks == dict(float32=100., float32_conv=100., float32_gemm=90.)
-
-
-def test_processor_description_names_the_cpu_and_its_vector_width(
-        tmp_path, monkeypatch):
-    cpuinfo = tmp_path / 'cpuinfo'
-    cpuinfo.write_text('processor\t: 0\ncpu family\t: 23\nmodel\t\t: 1\n'
-                       'model name\t: AMD EPYC\nprocessor\t: 1\n'
-                       'model name\t: other\n')
-    fields = cpuinfo_fields(('model name', 'cpu family', 'model'),
-                            str(cpuinfo))
-    assert fields == {
-        'cpu family': '23',
-        'model': '1',
-        'model name': 'AMD EPYC'
-    }
-    assert cpuinfo_fields(('model', ), str(tmp_path / 'absent')) == {}
-    monkeypatch.setattr(machine_peak, 'cpuinfo_fields', lambda keys: fields)
-    monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability',
-                        lambda: 'AVX2')
-    assert machine_peak.describe_processor('cpu') == (
-        f'cpu: AMD EPYC, family 23 model 1, AVX2, '
-        f'{torch.get_num_threads()} threads')
-
-
-@pytest.mark.skipif(
-    page_faults.minor_page_faults() is None,
-    reason='this platform does not count page faults')
-def test_page_faults_count_first_touches_of_fresh_memory():
-    """Writing fresh memory faults its pages in, writing it again does not:
-    the counter the benchmark reports sees what the profiler cannot. An
-    anonymous mapping is fresh whatever allocator the process uses."""
-    size, chunk = 64 * 2**20, b'\1' * 2**20
-
-    def fill(memory: mmap.mmap) -> int:
-        before = page_faults.minor_page_faults()
-        memory.seek(0)
-        for _ in range(size // len(chunk)):
-            memory.write(chunk)
-        return page_faults.minor_page_faults() - before
-
-    with mmap.mmap(-1, size) as memory:
-        first, second = fill(memory), fill(memory)
-    # One fault per 4 KiB page (fewer with huge pages), none the second time.
-    assert first >= size // 2**21
-    assert second < first / 10
-    cost = page_faults.page_fault_seconds(repeats=3)
-    assert cost is None or 0 < cost < 1e-3
+        ratio = ratios[step]
+        assert ratio['values'] == pytest.approx([0.5, 0.5, 0.55 / 3.2])
+        assert ratio['median'] == pytest.approx(0.5)
+        assert ratio['min'] == pytest.approx(0.55 / 3.2)

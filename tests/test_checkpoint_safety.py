@@ -5,18 +5,20 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import needs_safe_loading
 from mmengine.logging import HistoryBuffer, MessageHub
 
 from mmdet_cdetr.engine.hooks.random_state_hook import (random_states,
                                                         set_random_states)
 from mmdet_cdetr.utils.checkpoint_safety import history_buffer_method
+from mmdet_cdetr.utils.torch_compat import load_weights_only
 
 
 def _roundtrip(obj):
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
+    return load_weights_only(buffer)
 
 
 def test_message_hub_state_loads_with_weights_only():
@@ -41,6 +43,7 @@ class _GetattrOf:
         return (getattr, (self.obj, self.name))
 
 
+@needs_safe_loading
 def test_getattr_resolves_only_history_buffer_statistics():
     assert _roundtrip(_GetattrOf(HistoryBuffer, 'mean')) is \
         HistoryBuffer.mean
@@ -52,6 +55,7 @@ def test_getattr_resolves_only_history_buffer_statistics():
         history_buffer_method(HistoryBuffer, '__init__')
 
 
+@needs_safe_loading
 def test_other_callables_are_still_refused():
 
     class Evil:

@@ -1,58 +1,41 @@
 """Checks of the CUDA side (marker ``cuda``: skipped without a CUDA device).
 ``tools/misc/gpu_check.sh`` runs them with the GPU benchmark.
 
-Each device-dependent branch of the code has its CUDA side here: the
-backbone's memory format, the linear layers and batch norms (oneDNN and
-folding on the CPU only), PyTorch's fused dropout inside attention, fp16
-and bf16 autocast (mmengine's ``AmpOptimWrapper``), and NCCL."""
+The model's code has no device branches; what differs by device is the
+``SpeedUpHook`` default (off on CUDA), PyTorch's kernels, fp16 and bf16
+autocast (mmengine's ``AmpOptimWrapper``), and NCCL."""
 import copy
 import os
 import sys
 
 import pytest
 import torch
-from conftest import REPO, parity_batch, randomize_, run_tool, write_config
+from conftest import (REPO, batch_with_boxes, build_model, parity_batch,
+                      randomize_, run_tool, without_dropout, write_config)
 from mmengine.optim import AmpOptimWrapper
-from test_group_detr import batch_with_boxes, build_model, without_dropout
-from torch.profiler import ProfilerActivity, profile
 
-from mmdet_cdetr.ops import (channels_last_backbone, fold_batch_norms, linear,
-                             materialise_reduced_precision_attention,
-                             multi_head_attention, numpy_dropout_masks,
-                             onednn_linear, pack_convolutions_for_inference,
-                             pack_inference_convolutions,
-                             pack_inference_linears, pad_value_heads)
+from mmdet_cdetr.models.layers.attention import multi_head_attention
 from mmdet_cdetr.registry import MODELS
-
-
-def test_device_choices_are_off_on_cuda():
-    """The CPU's speed-ups are not taken on CUDA, where they were never
-    measured: the code does what mmdet does there."""
-    for choice in (channels_last_backbone, numpy_dropout_masks,
-                   pad_value_heads, fold_batch_norms,
-                   pack_inference_convolutions):
-        assert choice('cpu') and not choice('cuda')
-    for cpu_only_choice in (onednn_linear, pack_inference_linears,
-                            materialise_reduced_precision_attention):
-        assert not cpu_only_choice('cuda')
+from mmdet_cdetr.speedup import FastDropout, model_device, speedups_wanted
 
 
 @pytest.mark.cuda
-def test_cuda_linear_and_batch_norms_take_the_plain_path():
-    """On CUDA our linear layers are ``F.linear`` and the backbone's norms
-    run as norms (the CPU folds them into its convolutions)."""
-    x, weight = torch.randn(
-        4, 8, device='cuda'), torch.randn(
-            3, 8, device='cuda')
-    torch.testing.assert_close(
-        linear(x, weight, None), torch.nn.functional.linear(x, weight, None))
-    model = pack_convolutions_for_inference(_on_cuda(build_model(1)).eval())
-    inputs, _ = parity_batch(model)
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
-        model.extract_feat(inputs.cuda())
-    names = {event.name for event in prof.events()}
-    assert any('batch_norm' in name for name in names)
-    assert not any(name.startswith('mkldnn::') for name in names)
+def test_cuda_model_is_built_as_configured():
+    """NCHW backbone, stock dropout: no speed-up on CUDA by default."""
+    cfg = _r50_cfg()
+    model = MODELS.build(cfg.model).to('cuda')
+    assert model_device(model).type == 'cuda'
+    assert not speedups_wanted('auto', model_device(model))
+    assert model.backbone.conv1.weight.is_contiguous()
+    assert not any(isinstance(m, FastDropout) for m in model.modules())
+
+
+def _r50_cfg():
+    from mmengine.config import Config
+    cfg = Config.fromfile(REPO /
+                          'configs/conditional_detr_r50_8x2_50e_coco.py')
+    cfg.model.backbone.init_cfg = None
+    return cfg
 
 
 def _on_cuda(model):
@@ -80,19 +63,6 @@ def test_cuda_outputs_equal_cpu_outputs():
 
 
 @pytest.mark.cuda
-def test_cuda_model_uses_nchw_backbone():
-    from mmengine.config import Config
-    from mmengine.device import get_device
-    cfg = Config.fromfile(REPO /
-                          'configs/conditional_detr_r50_8x2_50e_coco.py')
-    cfg.model.backbone.init_cfg = None
-    assert get_device() == 'cuda'
-    model = MODELS.build(cfg.model)
-    assert not model.backbone_channels_last
-    assert model.backbone.conv1.weight.is_contiguous()
-
-
-@pytest.mark.cuda
 @pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
 def test_amp_training_step_is_finite(dtype):
     if dtype == 'bfloat16' and not torch.cuda.is_bf16_supported():
@@ -112,9 +82,9 @@ def test_amp_training_step_is_finite(dtype):
 
 @pytest.mark.cuda
 def test_attention_with_dropout_on_cuda():
-    """PyTorch's fused dropout inside attention (the GPU training path):
-    dropped weights are rescaled, so the mean over many draws is the
-    attention without dropout; single draws differ from it."""
+    """Dropout on materialised weights (the training path): dropped weights
+    are rescaled, so the mean over many draws is the attention without
+    dropout; single draws differ from it."""
     generator = torch.Generator().manual_seed(0)
     q, k = (
         torch.randn(1, 2, 5, 16, generator=generator).to('cuda')
@@ -122,9 +92,10 @@ def test_attention_with_dropout_on_cuda():
     v = torch.randn(1, 2, 5, 8, generator=generator).to('cuda')
     blocked = torch.zeros(1, 1, 1, 5, dtype=torch.bool, device='cuda')
     blocked[..., 4] = True
-    exact = multi_head_attention(q, k, v, blocked, 0.)
+    exact = multi_head_attention(q, k, v, blocked, torch.nn.Dropout(0.))
+    dropout = torch.nn.Dropout(0.1)
     draws = torch.stack(
-        [multi_head_attention(q, k, v, blocked, 0.1) for _ in range(4000)])
+        [multi_head_attention(q, k, v, blocked, dropout) for _ in range(4000)])
     assert not torch.equal(draws[0], exact)
     torch.testing.assert_close(draws.mean(0), exact, atol=0.03, rtol=0)
 

@@ -127,36 +127,3 @@ def test_comparison_configs_build_mmdets_models(name, detector):
     model = MODELS.build(cfg.model)
     assert type(model).__name__ == detector
     assert type(model).__module__.startswith('mmdet.models')
-
-
-def test_channels_last_backbone_changes_speed_not_results():
-    inputs = torch.randn(2, 3, 96, 128)
-    samples = _samples([(96, 128), (96, 128)], (96, 128))
-    model = build_quick_model()
-    assert model.backbone_channels_last
-    feats = model.extract_feat(inputs)
-    assert feats[-1].is_contiguous(memory_format=torch.channels_last)
-    results = {}
-    for channels_last in (True, False):
-        model.backbone_channels_last = channels_last
-        torch.manual_seed(3)  # the same dropout masks for both
-        results[channels_last] = model.loss(inputs, samples)
-    for name, value in results[True].items():
-        torch.testing.assert_close(
-            value, results[False][name], rtol=1e-4, atol=1e-5, msg=name)
-
-
-def test_channels_last_backbone_gradients_have_the_weights_layout():
-    """DDP buckets follow the parameters' strides; a gradient in another
-    layout is copied on every step (its "Grad strides do not match bucket
-    view strides" warning)."""
-    model = build_quick_model()
-    model.train()
-    inputs = torch.randn(2, 3, 64, 64)
-    losses = model.loss(inputs, _samples([(64, 64), (64, 64)], (64, 64)))
-    sum(v for k, v in losses.items() if 'loss' in k).backward()
-    convs = [(name, p) for name, p in model.named_parameters() if p.dim() == 4]
-    assert len(convs) > 10
-    for name, param in convs:
-        assert param.is_contiguous(memory_format=torch.channels_last), name
-        assert param.grad.stride() == param.stride(), name

@@ -13,14 +13,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from conftest import (REPO, build_quick_model, parity_batch, run_tool,
-                      write_config)
+from conftest import (REPO, build_model, build_quick_model, parity_batch,
+                      run_tool, without_dropout, write_config)
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 from scipy.optimize import linear_sum_assignment
-from test_group_detr import build_model, without_dropout
 
 from mmdet_cdetr.utils import finish_distributed
+from mmdet_cdetr.utils.torch_compat import load_weights_only
 
 BOXES_PER_RANK = (1, 7)
 WORLD_SIZE = len(BOXES_PER_RANK)
@@ -250,10 +250,7 @@ def test_two_process_resume_repeats_weights_and_metrics(
     shutil.copy(whole / 'epoch_1.pth', resumed / 'epoch_1.pth')
     train(resumed, '29532', '--resume', str(resumed / 'epoch_1.pth'))
 
-    final = [
-        torch.load(d / 'epoch_2.pth', map_location='cpu', weights_only=True)
-        for d in (whole, resumed)
-    ]
+    final = [load_weights_only(d / 'epoch_2.pth') for d in (whole, resumed)]
     for key, value in final[0]['state_dict'].items():
         assert torch.equal(value, final[1]['state_dict'][key]), key
     assert any('running_mean' in key for key in final[0]['state_dict'])

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, run_tool
+from conftest import REPO, needs_safe_loading, run_tool
+
+from mmdet_cdetr.utils.torch_compat import load_weights_only
 
 
 def test_training_saves_checkpoints_and_evaluates(trained):
@@ -21,10 +23,7 @@ def test_training_saves_checkpoints_and_evaluates(trained):
 
 
 def test_checkpoint_loads_with_weights_only(trained):
-    ckpt = torch.load(
-        trained['work_dir'] / 'epoch_2.pth',
-        map_location='cpu',
-        weights_only=True)
+    ckpt = load_weights_only(trained['work_dir'] / 'epoch_2.pth')
     assert ckpt['meta']['epoch'] == 2
     assert 'message_hub' in ckpt and 'optimizer' in ckpt
     assert ckpt['state_dict']['bbox_head.fc_cls.weight'].shape == (3, 128)
@@ -68,12 +67,9 @@ def test_resume_continues_from_the_last_epoch(trained, tmp_path):
         'train_cfg.max_epochs=3'
     ])
     assert result.returncode == 0, result.stderr[-3000:]
-    iters = torch.load(
-        work_dir / 'epoch_2.pth', map_location='cpu',
-        weights_only=True)['meta']['iter']
+    iters = load_weights_only(work_dir / 'epoch_2.pth')['meta']['iter']
     assert f'resumed epoch: 2, iter: {iters}' in result.stdout
-    ckpt = torch.load(
-        work_dir / 'epoch_3.pth', map_location='cpu', weights_only=True)
+    ckpt = load_weights_only(work_dir / 'epoch_3.pth')
     assert ckpt['meta']['epoch'] == 3
     assert ckpt['meta']['iter'] == iters * 3 // 2
     assert not (work_dir / 'epoch_1.pth').exists()
@@ -85,11 +81,9 @@ class _Evil:
         return (subprocess.check_output, (['echo', 'owned'], ))
 
 
+@needs_safe_loading
 def test_checkpoint_with_a_pickled_callable_is_refused(trained, tmp_path):
-    ckpt = torch.load(
-        trained['work_dir'] / 'epoch_2.pth',
-        map_location='cpu',
-        weights_only=True)
+    ckpt = load_weights_only(trained['work_dir'] / 'epoch_2.pth')
     ckpt['meta']['payload'] = _Evil()
     evil = tmp_path / 'evil.pth'
     torch.save(ckpt, evil)
@@ -117,10 +111,8 @@ def test_dist_train_two_processes(trained, tmp_path):
     logs = ''.join(p.read_text() for p in work_dir.glob('*/*.log'))
     assert 'Distributed training: True' in logs and 'GPU number: 2' in logs
     # each of the two processes takes half of an epoch's batches
-    single = torch.load(
-        trained['work_dir'] / 'epoch_1.pth',
-        map_location='cpu',
-        weights_only=True)['meta']['iter']
+    single = load_weights_only(trained['work_dir'] /
+                               'epoch_1.pth')['meta']['iter']
     half = (single + 1) // 2
     assert f'Epoch(train) [1][{half}/{half}]' in logs
     assert (work_dir / 'epoch_1.pth').is_file()

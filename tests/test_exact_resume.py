@@ -6,6 +6,8 @@ import shutil
 import torch
 from conftest import run_tool, write_config
 
+from mmdet_cdetr.utils.torch_compat import load_weights_only
+
 
 def _epoch_losses(work_dir, epoch: int) -> list:
     log = ''.join(p.read_text() for p in sorted(work_dir.glob('*/*.log')))
@@ -41,13 +43,8 @@ def test_resume_from_epoch_2_repeats_the_3_epoch_run(synthetic_root, tmp_path):
     losses = _epoch_losses(resumed, 3)
     assert len(losses) == 4 and _epoch_losses(whole, 3) == losses
     assert _epoch_losses(resumed, 2) == []  # it did not train epoch 2 again
-    final = [
-        torch.load(d / 'epoch_3.pth', map_location='cpu', weights_only=True)
-        for d in (whole, resumed)
-    ]
-    before = torch.load(
-        whole / 'epoch_2.pth', map_location='cpu',
-        weights_only=True)['state_dict']
+    final = [load_weights_only(d / 'epoch_3.pth') for d in (whole, resumed)]
+    before = load_weights_only(whole / 'epoch_2.pth')['state_dict']
     for key, value in final[0]['state_dict'].items():
         assert torch.equal(value, final[1]['state_dict'][key]), key
     assert not torch.equal(before['query_embedding.weight'],

@@ -11,15 +11,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import (REPO, assert_matches_hf, assert_same_detections,
-                      detections, load_converted, parity_batch, quick_cfg,
-                      randomize_, run_tool, write_tiny_coco_config)
+                      batch_with_boxes, build_model, detections,
+                      load_converted, run_tool, without_dropout,
+                      write_tiny_coco_config)
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from mmdet_cdetr.converters import COCO_CATEGORY_IDS
-from mmdet_cdetr.models import (ConditionalAttention, ConditionalDETR,
-                                GroupHungarianAssigner)
+from mmdet_cdetr.models import ConditionalDETR, GroupHungarianAssigner
 from mmdet_cdetr.registry import MODELS, TASK_UTILS
+from mmdet_cdetr.utils.torch_compat import load_weights_only
 
 GROUP_CONFIGS = sorted((REPO / 'configs/group_detr').glob('*.py'))
 STUDY_GROUP_CONFIG = str(
@@ -31,30 +32,6 @@ MATCH_COSTS = [
 ]
 
 
-def build_model(num_query_groups: int = 1,
-                group_assigner: bool = True) -> ConditionalDETR:
-    """The quick-start model with ``num_query_groups`` groups of 20 queries,
-    random weights (no zero-initialised layer hides a difference)."""
-    cfg = quick_cfg().model
-    cfg.num_query_groups = num_query_groups
-    if group_assigner:
-        cfg.train_cfg.assigner.type = 'GroupHungarianAssigner'
-    model = MODELS.build(cfg)
-    randomize_(model)
-    return model
-
-
-def without_dropout(model: torch.nn.Module) -> torch.nn.Module:
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.
-        elif isinstance(module, torch.nn.MultiheadAttention):
-            module.dropout = 0.
-        elif isinstance(module, ConditionalAttention):
-            module.attn_drop = 0.
-    return model
-
-
 def plain_copy(model: ConditionalDETR, group: int) -> ConditionalDETR:
     """The plain model (K=1, mmdet's HungarianAssigner) with ``model``'s
     weights and mode, and the query embeddings of ``group``."""
@@ -64,19 +41,6 @@ def plain_copy(model: ConditionalDETR, group: int) -> ConditionalDETR:
     state['query_embedding.weight'] = state['query_embedding.weight'][rows]
     plain.load_state_dict(state)
     return plain.train(model.training)
-
-
-def batch_with_boxes(model):
-    """Two images of different sizes with 3 and 2 ground-truth boxes."""
-    inputs, samples = parity_batch(model)
-    boxes = ([[10., 20., 90., 120.], [100., 30., 150., 90.],
-              [20., 130., 70., 200.]], [[5., 5., 60., 50.],
-                                        [40., 60., 120., 210.]])
-    for sample, image_boxes in zip(samples, boxes):
-        sample.gt_instances = InstanceData(
-            bboxes=torch.tensor(image_boxes),
-            labels=torch.arange(len(image_boxes)) % 3)
-    return inputs, samples
 
 
 def decoder_outputs(model, inputs, samples):
@@ -248,7 +212,7 @@ model = dict(num_query_groups=3)
          str(tmp_path)])
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'coco/bbox_mAP' in result.stdout + result.stderr
-    ckpt = torch.load(tmp_path / 'epoch_1.pth', weights_only=True)
+    ckpt = load_weights_only(tmp_path / 'epoch_1.pth')
     assert ckpt['state_dict']['query_embedding.weight'].shape == (60, 256)
 
 
@@ -322,7 +286,7 @@ def test_groupdetr_checkpoint_into_group_config(group_checkpoint,
     (checked against the HuggingFace reference of the same weights)."""
     out, log = converted_group
     assert 'all 3 query groups kept' in log
-    state = torch.load(out, weights_only=True)['state_dict']
+    state = load_weights_only(out)['state_dict']
     assert torch.equal(state['query_embedding.weight'],
                        group_checkpoint.queries)
     model = load_converted(group_checkpoint.group_config, out)
@@ -342,7 +306,7 @@ def test_groupdetr_checkpoint_into_plain_config(group_checkpoint,
         '(30 of 90 rows), as the config is not a group config '
         '(num_query_groups=1)'
     ]
-    state = torch.load(out, weights_only=True)['state_dict']
+    state = load_weights_only(out)['state_dict']
     assert torch.equal(state['query_embedding.weight'],
                        group_checkpoint.queries[:30])
     assert_matches_hf(

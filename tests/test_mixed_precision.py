@@ -7,17 +7,16 @@ import logging
 
 import pytest
 import torch
-from conftest import (R50_CONFIG, parity_batch, randomize_, raw_predictions,
-                      run_tool, write_config)
+from conftest import (R50_CONFIG, batch_with_boxes, build_model, parity_batch,
+                      randomize_, raw_predictions, run_tool, without_dropout,
+                      write_config)
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
-from test_group_detr import batch_with_boxes, build_model, without_dropout
 from torch.profiler import ProfilerActivity, profile
 
 from mmdet_cdetr.engine import BF16OptimWrapper
 from mmdet_cdetr.models.layers import ConditionalAttention
-from mmdet_cdetr.ops import (attention, device_choices, fast_autocast,
-                             multi_head_attention)
+from mmdet_cdetr.models.layers.attention import multi_head_attention
 from mmdet_cdetr.registry import MODELS, OPTIM_WRAPPERS
 from mmdet_cdetr.utils import autocast_warning
 
@@ -120,13 +119,10 @@ def _plain_attention(q, k, v, blocked):
     return (weights @ v).transpose(1, 2).flatten(2)
 
 
-@pytest.mark.parametrize('materialise', [True, False])
 @pytest.mark.parametrize('value_dims', [16, 8])  # 8: padded value heads
-def test_attention_kernel_under_bf16_is_the_plain_computation(
-        monkeypatch, value_dims, materialise):
-    """Both bf16 paths, materialised weights and PyTorch's fused kernel."""
-    monkeypatch.setattr(attention, 'materialise_reduced_precision_attention',
-                        lambda device: materialise)
+def test_attention_kernel_under_bf16_is_the_plain_computation(value_dims):
+    """PyTorch's fused kernel (value heads padded where narrower) against
+    the plain computation, both under bf16 autocast."""
     generator = torch.Generator().manual_seed(4)
     q = torch.randn(2, 4, 7, 16, generator=generator)
     k = torch.randn(2, 4, 9, 16, generator=generator)
@@ -134,44 +130,15 @@ def test_attention_kernel_under_bf16_is_the_plain_computation(
     blocked = torch.zeros(2, 1, 1, 9, dtype=torch.bool)
     blocked[1, ..., 6:] = True
     with bf16_autocast, profile(activities=[ProfilerActivity.CPU]) as prof:
-        fused = multi_head_attention(q, k, v, blocked, 0.)
+        fused = multi_head_attention(q, k, v, blocked, torch.nn.Dropout(0.))
     with bf16_autocast:
         plain = _plain_attention(q, k, v, blocked)
-    fused_kernel = any('scaled_dot_product' in event.name
-                       for event in prof.events())
-    assert fused_kernel != materialise
+    assert any('scaled_dot_product' in event.name for event in prof.events())
     assert fused.dtype == plain.dtype == torch.bfloat16
     assert fused.shape == (2, 7, 4 * value_dims)
     # both round to bf16 (2**-8 relative) along different paths
     torch.testing.assert_close(
         fused.float(), plain.float(), rtol=2e-2, atol=2e-2)
-
-
-@pytest.mark.parametrize('amx, materialised', [(False, True), (True, False)])
-def test_attention_is_materialised_only_on_cpus_without_amx(
-        monkeypatch, amx, materialised):
-    """With AMX's bf16 tiles PyTorch's fused kernel is the faster one."""
-    monkeypatch.setattr(device_choices, 'cpu_has_amx_bf16', lambda: amx)
-    assert device_choices.materialise_reduced_precision_attention(
-        'cpu') is materialised
-    q, k, v = torch.randn(3, 1, 2, 4, 8).unbind(0)
-    with bf16_autocast, profile(activities=[ProfilerActivity.CPU]) as prof:
-        multi_head_attention(q, k, v, None, 0.)
-    assert any('scaled_dot_product' in event.name
-               for event in prof.events()) is not materialised
-
-
-def test_attention_beyond_the_logits_cap_keeps_the_fused_kernel(monkeypatch):
-    """Weights too large to hold are never materialised."""
-    monkeypatch.setattr(device_choices, 'cpu_has_amx_bf16', lambda: False)
-    q, k, v = torch.randn(3, 1, 2, 4, 8).unbind(0)
-    ran = {}
-    for cap in (32, 31):
-        monkeypatch.setattr(attention, 'MAX_MATERIALISED_LOGITS', cap)
-        with bf16_autocast, profile(activities=[ProfilerActivity.CPU]) as p:
-            multi_head_attention(q, k, v, None, 0.)
-        ran[cap] = any('scaled_dot_product' in e.name for e in p.events())
-    assert ran == {32: False, 31: True}  # 2 heads x 4 queries x 4 keys
 
 
 def test_decoder_paths_agree_under_bf16():
@@ -214,11 +181,12 @@ def test_bf16_optim_wrapper_trains_under_autocast():
     assert not torch.equal(before, model.query_embedding.weight)
 
 
-@pytest.mark.parametrize('native', [True, False])
-def test_amp_warns_once_where_the_cpu_emulates_bf16(monkeypatch, native):
-    monkeypatch.setattr(device_choices, '_cpu_has_bf16', lambda: native)
-    assert fast_autocast('cpu') is native
-    assert fast_autocast('cuda')
+@pytest.mark.parametrize('capability, native', [('AVX512', True),
+                                                ('AVX2', False)])
+def test_amp_warns_once_where_the_cpu_emulates_bf16(monkeypatch, capability,
+                                                    native):
+    monkeypatch.setattr(autocast_warning, 'cpu_vector_capability',
+                        lambda: capability)
     logged = []
     monkeypatch.setattr(autocast_warning, 'print_log',
                         lambda msg, **kwargs: logged.append((msg, kwargs)))

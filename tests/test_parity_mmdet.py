@@ -19,6 +19,7 @@ from mmengine.config import Config
 from mmdet_cdetr.converters import COCO_CLASSES
 from mmdet_cdetr.models import ConditionalDETR
 from mmdet_cdetr.registry import MODELS
+from mmdet_cdetr.utils.torch_compat import load_weights_only
 
 
 @pytest.fixture(scope='module')
@@ -75,7 +76,7 @@ def test_zoo_converter_passes_it_through(builtin, config_256, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'unused source keys: 0' in result.stdout
     assert 'unfilled model keys: 0' in result.stdout
-    converted = torch.load(out, weights_only=True)['state_dict']
+    converted = load_weights_only(out)['state_dict']
     source = builtin['model'].state_dict()
     assert list(converted) == list(source)
     assert all(torch.equal(converted[key], source[key]) for key in source)

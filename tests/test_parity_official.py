@@ -22,6 +22,7 @@ from conftest import (HUB_BACKBONE, assert_matches_hf,
 from safetensors.torch import load_file
 
 from mmdet_cdetr.converters import COCO_CATEGORY_IDS, COCO_CLASSES
+from mmdet_cdetr.utils.torch_compat import load_weights_only
 
 # hub (HuggingFace) name -> official name, applied in order
 OFFICIAL_NAMES = [
@@ -113,7 +114,7 @@ def test_official_names(official):
 def test_conversion_is_complete(official):
     assert 'unused source keys: 0' in official['log']
     assert 'unfilled model keys: 0' in official['log']
-    ckpt = torch.load(official['out'], weights_only=True)
+    ckpt = load_weights_only(official['out'])
     # mmdet label i <- official logit of COCO category id
     weight = official['state']['class_embed.weight']
     for label, name, category_id in ((0, 'person', 1), (11, 'stop sign', 13),

@@ -8,8 +8,8 @@ import warnings
 from mmdet.apis import DetInferencer
 from mmengine.runner.amp import autocast
 
-from mmdet_cdetr.ops import pack_for_inference
 from mmdet_cdetr.registry import DATASETS
+from mmdet_cdetr.speedup import apply_configured_speedups
 from mmdet_cdetr.utils import (ArgumentError, InputNotFoundError,
                                report_user_errors, warn_if_autocast_is_slow)
 from mmdet_cdetr.utils.config_options import read_config
@@ -73,7 +73,9 @@ def main(args: argparse.Namespace) -> None:
         inferencer.model.dataset_meta = inferencer.visualizer.dataset_meta = (
             DATASETS.build(dict(cfg.test_dataloader.dataset,
                                 lazy_init=True)).metainfo)
-    pack_for_inference(inferencer.model)
+    else:
+        apply_configured_speedups(
+            inferencer.model, cfg.get('custom_hooks'), inference=True)
     device_type = inferencer.model.data_preprocessor.device.type
     if args.amp:
         warn_if_autocast_is_slow(device_type)

@@ -6,11 +6,11 @@ with mmdet's ``CocoMetric``, whatever evaluator the config names;
 tests on each image and its horizontal flip (mmdet's ``DetTTAModel``).
 """
 import argparse
+import os
 import os.path as osp
 
 from mmengine.device import get_device
 
-from mmdet_cdetr.ops import pack_for_inference
 from mmdet_cdetr.utils import (InputNotFoundError, add_runner_args,
                                add_test_args, apply_test_args, build_runner,
                                finish_distributed, load_config,
@@ -36,6 +36,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> None:
+    if 'LOCAL_RANK' not in os.environ:  # torch.distributed.launch
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = load_config(args)
     if not osp.isfile(args.checkpoint):
         raise InputNotFoundError(f'checkpoint not found: {args.checkpoint}')
@@ -47,8 +49,6 @@ def main(args: argparse.Namespace) -> None:
     if args.tta:
         use_flip_tta(cfg)
     runner = build_runner(cfg)
-    # Packed once the checkpoint is loaded (on the first test batch).
-    pack_for_inference(runner.model)
     runner.test()
     finish_distributed()
 

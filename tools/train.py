@@ -1,5 +1,6 @@
 """Train a detector (mmdet's ``tools/train.py`` flags)."""
 import argparse
+import os
 
 import torch
 from mmengine.device import is_mlu_available, is_npu_available
@@ -47,6 +48,8 @@ def use_mixed_precision(optim_wrapper: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    if 'LOCAL_RANK' not in os.environ:  # torch.distributed.launch
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = load_config(args)
     if args.amp:
         use_mixed_precision(cfg.optim_wrapper)

@@ -7,3 +7,7 @@ _base_ = '../conditional_detr_r50_8x2_50e_coco.py'
 model = dict(
     type='mmdet.ConditionalDETR',
     bbox_head=dict(type='mmdet.ConditionalDETRHead'))
+# As MMDetection runs it: without our SpeedUpHook.
+custom_hooks = [
+    hook for hook in _base_.custom_hooks if hook['type'] != 'SpeedUpHook'
+]

@@ -16,26 +16,27 @@ Measured per model:
 * ``train_th``: forward + backward of the transformer and head alone
   (encoder, decoder, matching, losses) on fixed backbone features;
 * ``infer``: inference of one ``infer_size`` image (``mode='predict'``),
-  by a copy of the model packed for inference as ``tools/test.py`` packs
-  it (:func:`~mmdet_cdetr.ops.pack_for_inference`), whose
-  weights the training steps leave unchanged;
-* ``page_faults`` of each step (median; :mod:`.page_faults`): the time
-  the kernel spends handing out fresh memory is in no operator's profile;
-* ``peak_mem``: the peak of tensor memory allocated during one training
-  step above what was allocated before it. On CUDA this is
-  ``torch.cuda.max_memory_allocated``; on the CPU, where torch keeps no such
-  counter, it is the running sum of the allocations and frees the profiler
-  records (``profile_memory=True``), i.e. the same quantity;
+  by a copy of the model prepared as ``tools/test.py`` prepares it
+  (with the speed-ups, :func:`~mmdet_cdetr.speedup.apply_speedups` with
+  ``inference=True``), whose weights the training steps leave unchanged;
+* ``peak_mem``: the peak memory of one training step above what was in use
+  before it: on CUDA, tensor memory (``torch.cuda.max_memory_allocated``);
+  on the CPU, the process's resident memory (Linux's ``VmHWM``, reset
+  before the step), which includes what the allocator keeps;
 * parameters and FLOPs (mmengine's ``FlopAnalyzer``, inference at
   ``infer_size``), in total and for the transformer + head (everything but
   the backbone and neck).
 
 A bench with ``amp`` runs every step under autocast (the same model, so
-``--amp`` rows sit beside the float32 ones of the same run).
+``--amp`` rows sit beside the float32 ones of the same run). A bench with
+``speedups`` is given a model with the training speed-ups applied
+(:func:`~mmdet_cdetr.speedup.apply_speedups`) and prepares its inference
+copy with the inference ones.
 """
 import copy
 import functools
 import inspect
+import re
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -51,12 +52,10 @@ from mmengine.registry import DefaultScope
 from mmengine.runner.amp import autocast
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
-from torch.profiler import ProfilerActivity, profile
 
-from mmdet_cdetr.ops import pack_for_inference
 from mmdet_cdetr.registry import MODELS
+from mmdet_cdetr.speedup import apply_speedups
 from mmdet_cdetr.utils import init_weights_quietly
-from .page_faults import minor_page_faults
 
 # Modules that are not part of the transformer + head.
 BACKBONE_PREFIXES = ('backbone', 'neck')
@@ -152,7 +151,9 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
 
 
 def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
-    """Peak bytes of tensor memory allocated by ``fn`` above the start."""
+    """Peak bytes of memory ``fn`` used above what was in use before it:
+    CUDA's tensor memory, or on the CPU the resident memory of the process
+    (0 where Linux's ``/proc/self`` is missing)."""
     if device.type == 'cuda':
         _synchronize(device)
         before = torch.cuda.memory_allocated(device)
@@ -160,22 +161,19 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
         fn()
         _synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
-    from torch._C._profiler import _EventType
-    with profile(
-            activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    changes = []
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        node = stack.pop()
-        if node.tag == _EventType.Allocation:
-            changes.append((node.start_time_ns, node.extra_fields.alloc_size))
-        stack.extend(node.children)
-    live = peak = 0
-    for _, size in sorted(changes):
-        live += size
-        peak = max(peak, live)
-    return peak
+    try:
+        with open('/proc/self/clear_refs', 'w') as clear_refs:
+            clear_refs.write('5')  # resets VmHWM to the current VmRSS
+    except OSError:
+        return 0
+    before = _resident_kib('VmRSS')
+    fn()
+    return (_resident_kib('VmHWM') - before) * 1024
+
+
+def _resident_kib(field: str) -> int:
+    with open('/proc/self/status') as status:
+        return int(re.search(rf'{field}:\s+(\d+)', status.read()).group(1))
 
 
 def sdpa_flop_jit(inputs: list, outputs: list) -> int:
@@ -202,7 +200,8 @@ class DetectorBench:
                  num_gts: int,
                  num_classes: int,
                  optim_wrapper: OptimWrapper,
-                 amp: bool = False) -> None:
+                 amp: bool = False,
+                 speedups: bool = False) -> None:
         self.name, self.model, self.device = name, model, device
         self.optim_wrapper, self.amp = optim_wrapper, amp
         batch_size, train_size = train_batch
@@ -214,7 +213,9 @@ class DetectorBench:
                                for feat in model.extract_feat(self.inputs))
         self.infer_inputs, self.infer_samples = make_batch(
             model, 1, infer_size, num_gts, num_classes, False, seed=1)
-        self.infer_model = pack_for_inference(copy.deepcopy(model).eval())
+        self.infer_model = copy.deepcopy(model).eval()
+        if speedups:
+            apply_speedups(self.infer_model, inference=True)
 
     def train_step(self) -> None:
         """Forward, losses, and the optimiser wrapper's update (backward,
@@ -316,14 +317,12 @@ def run_benchmark(benches: Sequence[DetectorBench],
                   repeats: int,
                   warmup: int,
                   log: Optional[Callable[[str], None]] = None) -> dict:
-    """Interleaved timing, then peak memory and complexity per model
-    (:func:`add_achieved` adds the speed against the machine's peaks).
+    """Interleaved timing, then peak memory and complexity per model.
 
     Returns:
         dict: model name -> measurements (seconds, bytes, counts).
     """
-    # Per model and step, one (seconds, page faults or None) per repetition.
-    samples: Dict[str, Dict[str, List[Tuple[float, Optional[int]]]]] = {
+    samples: Dict[str, Dict[str, List[float]]] = {
         bench.name: {
             step: []
             for step in bench.steps()
@@ -333,129 +332,70 @@ def run_benchmark(benches: Sequence[DetectorBench],
     for rep in range(warmup + repeats):
         for bench in benches:
             for step, fn in bench.steps().items():
-                faults_before = minor_page_faults()
                 elapsed = _timed(fn, bench.device)
                 if rep >= warmup:
-                    faults = (None if faults_before is None else
-                              minor_page_faults() - faults_before)
-                    samples[bench.name][step].append((elapsed, faults))
+                    samples[bench.name][step].append(elapsed)
         if log:
             log(f'repetition {rep + 1}/{warmup + repeats} done' +
                 (' (warm-up)' if rep < warmup else ''))
     results = {}
     for bench in benches:
-        result = {}
-        for step, pairs in samples[bench.name].items():
-            values = [seconds for seconds, _ in pairs]
-            counts = [faults for _, faults in pairs if faults is not None]
-            result[step] = dict(
+        result = {
+            step:
+            dict(
                 median=statistics.median(values),
                 min=min(values),
                 max=max(values),
-                values=values,
-                page_faults=statistics.median(counts) if counts else None)
+                values=values)
+            for step, values in samples[bench.name].items()
+        }
         result['peak_mem'] = peak_memory(bench.steps()['train'], bench.device)
         result.update(bench.complexity())
         results[bench.name] = result
     return results
 
 
-def achieved_gflops(multiply_adds: float, seconds: float,
-                    peaks: Dict[str, float], amp: bool) -> Tuple[float, float]:
-    """GFLOP/s (2 per multiply-add) of ``multiply_adds`` done in ``seconds``,
-    and its fraction of the peak of its precision (bf16's under ``amp``)."""
-    gflops = 2 * multiply_adds / seconds / 1e9
-    return gflops, gflops / peaks['bfloat16' if amp else 'float32']
-
-
-def add_achieved(result: dict, peaks: Dict[str, float], amp: bool) -> None:
-    """Add to one model's :func:`run_benchmark` result the
-    :func:`achieved_gflops` of its training step (3x its forward pass: the
-    backward pass costs about twice the forward) and of inference."""
-    train, train_of_peak = achieved_gflops(3 * result['train_forward_flops'],
-                                           result['train']['median'], peaks,
-                                           amp)
-    infer, infer_of_peak = achieved_gflops(result['flops'],
-                                           result['infer']['median'], peaks,
-                                           amp)
-    result.update(
-        peak_gflops=peaks['bfloat16' if amp else 'float32'],
-        train_gflops=train,
-        train_of_peak=train_of_peak,
-        infer_gflops=infer,
-        infer_of_peak=infer_of_peak)
-
-
-def amp_speedups(results: dict) -> Dict[str, Dict[str, dict]]:
-    """For each model timed in float32 and as ``NAME+amp``: per step, the
-    float32 time over the autocast time of each repetition, median and
-    range. Both ran in the same round of :func:`run_benchmark`, so a machine
-    load that drifts between rounds (other tenants of a shared host) hits
-    both sides of each ratio alike; the ratio of two medians taken over
+def paired_ratios(results: dict, numerator: str,
+                  denominator: str) -> Dict[str, dict]:
+    """Per step, the time of ``numerator`` over that of ``denominator`` in
+    each repetition, median and range. Both ran in the same round of
+    :func:`run_benchmark`, so a machine load that drifts between rounds
+    hits both sides of each ratio alike; a ratio of medians taken over
     different rounds does not cancel it."""
-    speedups = {}
-    for name, result in results.items():
-        amp = results.get(name + '+amp')
-        if amp is None:
-            continue
-        speedups[name] = {}
-        for step in STEPS:
-            ratios = [
-                plain / reduced for plain, reduced in zip(
-                    result[step]['values'], amp[step]['values'])
-            ]
-            speedups[name][step] = dict(
-                median=statistics.median(ratios),
-                min=min(ratios),
-                max=max(ratios),
-                values=ratios)
-    return speedups
+    ratios = {}
+    for step in STEPS:
+        values = [
+            top / bottom
+            for top, bottom in zip(results[numerator][step]['values'],
+                                   results[denominator][step]['values'])
+        ]
+        ratios[step] = dict(
+            median=statistics.median(values),
+            min=min(values),
+            max=max(values),
+            values=values)
+    return ratios
 
 
-def format_amp_speedups(speedups: Dict[str, Dict[str, dict]]) -> str:
-    """Markdown table of :func:`amp_speedups`: median (min-max) per step."""
+def format_ratios(ratios: Dict[str, Dict[str, dict]], title: str) -> str:
+    """Markdown table of :func:`paired_ratios` by row name: median
+    (min-max) per step."""
     rows = [
-        '| model | `--amp` speed-up per repetition, median (min-max): '
-        'train step | T+H fwd+bwd | inference |', '|---|---|---|---|'
+        f'| {title} | train step | T+H fwd+bwd | inference |',
+        '|---|---|---|---|'
     ]
-    for name, steps in speedups.items():
+    for name, steps in ratios.items():
         cells = [
-            f'{s["median"]:.2f}x ({s["min"]:.2f}-{s["max"]:.2f})'
+            f'{s["median"]:.2f} ({s["min"]:.2f}-{s["max"]:.2f})'
             for s in (steps[step] for step in STEPS)
         ]
         rows.append('| ' + ' | '.join([name] + cells) + ' |')
     return '\n'.join(rows)
 
 
-def format_peaks(peaks: Dict[str, float]) -> str:
-    """One line per precision: the convolution's and the GEMM's GFLOP/s."""
-    return '\n'.join(
-        f'{name} peak: {peaks[name]:.0f} GFLOP/s (3x3 conv '
-        f'{peaks[name + "_conv"]:.0f}, GEMM {peaks[name + "_gemm"]:.0f})'
-        for name in ('float32', 'bfloat16'))
-
-
-def format_table(results: dict,
-                 baseline: str,
-                 fault_seconds: Optional[float] = None) -> str:
-    """Markdown table; ratios are relative to the ``baseline`` model, and
-    with peaks measured (:func:`run_benchmark`) two columns give the
-    training step's and inference's GFLOP/s and fraction of the peak. Where
-    the platform counts page faults, a column gives the training step's and
-    inference's (thousands), with the time they cost where
-    ``fault_seconds`` (:func:`~.page_faults.page_fault_seconds`) is given."""
+def format_table(results: dict, baseline: str) -> str:
+    """Markdown table; ratios are relative to the ``baseline`` model."""
     base = results[baseline]
-    with_peak = all('peak_gflops' in r for r in results.values())
-    with_faults = all(r[step].get('page_faults') is not None
-                      for r in results.values() for step in ('train', 'infer'))
-
-    def faults_cell(result: dict) -> str:
-        counts = [result[step]['page_faults'] for step in ('train', 'infer')]
-        cell = ' / '.join(f'{count / 1e3:.1f}k' for count in counts)
-        if fault_seconds is not None:
-            cell += ' (' + ' / '.join(f'{count * fault_seconds * 1e3:.0f}'
-                                      for count in counts) + ' ms)'
-        return cell
 
     def time_cell(result: dict, key: str) -> str:
         r = result[key]
@@ -468,21 +408,17 @@ def format_table(results: dict,
         'train step ms (min-max)', 'vs base', 'T+H fwd+bwd ms (min-max)',
         'vs base', 'inference ms (min-max)', 'vs base', 'peak mem MB',
         'vs base'
-    ] + ['train GFLOP/s (of peak)', 'infer GFLOP/s (of peak)'
-         ] * with_peak + ['page faults train / infer'] * with_faults
+    ]
     rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for name, r in results.items():
-        achieved = [
-            f'{r["train_gflops"]:.0f} ({r["train_of_peak"]:.2f})',
-            f'{r["infer_gflops"]:.0f} ({r["infer_of_peak"]:.2f})'
-        ] if with_peak else []
-        achieved += [faults_cell(r)] * with_faults
+        memory_ratio = (f'{r["peak_mem"] / base["peak_mem"]:.2f}x'
+                        if base['peak_mem'] else '-')
         rows.append('| ' + ' | '.join([
             name, f'{r["params"] / 1e6:.2f} / {r["params_th"] / 1e6:.2f}',
             f'{r["flops"] / 1e9:.1f} / {r["flops_th"] / 1e9:.1f}',
             time_cell(r, 'train'),
             time_cell(r, 'train_th'),
-            time_cell(r, 'infer'), f'{r["peak_mem"] / 2**20:.0f} | '
-            f'{r["peak_mem"] / base["peak_mem"]:.2f}x'
-        ] + achieved) + ' |')
+            time_cell(r,
+                      'infer'), f'{r["peak_mem"] / 2**20:.0f} | {memory_ratio}'
+        ]) + ' |')
     return '\n'.join(rows)

@@ -17,7 +17,6 @@ import argparse
 import re
 from typing import Dict, List
 
-import torch
 from mmengine.config import Config
 from torch import Tensor
 
@@ -78,8 +77,7 @@ def load_official(path: str) -> Dict[str, Tensor]:
     """The ``model`` state dict of an official checkpoint. Training
     checkpoints also hold ``args`` (an ``argparse.Namespace``), which is
     allowed for this load only."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        checkpoint = load_checkpoint_file(path)
+    checkpoint = load_checkpoint_file(path, [argparse.Namespace])
     if 'model' not in checkpoint:
         raise CheckpointError(f'{path} has no "model" entry (keys: '
                               f'{", ".join(map(str, checkpoint))}): not a '

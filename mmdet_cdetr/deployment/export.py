@@ -4,6 +4,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
+from mmdet_cdetr.utils.torch_compat import onnx_export_options
 from mmdet_cdetr.version import __version__
 from .batched_end2end import BatchedEnd2EndDetector
 from .end2end import End2EndDetector
@@ -59,7 +60,7 @@ def export_onnx(detector: nn.Module,
             dynamic_axes=dynamic_axes,
             opset_version=opset,
             do_constant_folding=True,
-            dynamo=False)
+            **onnx_export_options())
     model = onnx.load(out_file)
     if simplify:
         import onnxslim

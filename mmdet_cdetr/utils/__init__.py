@@ -5,7 +5,6 @@ from .cli import (add_runner_args, build_runner, finish_distributed,
                   load_config, prepare_cpu_distributed, report_user_errors)
 from .errors import (ArgumentError, CheckpointError, ConfigError,
                      InputNotFoundError, UserError)
-from .freed_memory import add_freed_memory_arg, apply_freed_memory_choice
 from .openmmlab_package import register_all_modules, register_openmmlab_package
 from .quiet_init import init_weights_quietly
 from .test_options import add_test_args, apply_test_args, use_flip_tta
@@ -13,11 +12,10 @@ from .work_dir_lock import lock_work_dir
 
 __all__ = [
     'ArgumentError', 'CheckpointError', 'ConfigError', 'InputNotFoundError',
-    'UserError', 'add_freed_memory_arg', 'add_runner_args',
-    'apply_freed_memory_choice', 'add_test_args', 'allow_mmengine_checkpoints',
-    'apply_resume', 'apply_test_args', 'build_runner', 'finish_distributed',
-    'init_weights_quietly', 'load_config', 'lock_work_dir',
-    'prepare_cpu_distributed', 'register_all_modules',
-    'register_openmmlab_package', 'report_user_errors', 'use_flip_tta',
-    'warn_if_autocast_is_slow'
+    'UserError', 'add_runner_args', 'add_test_args',
+    'allow_mmengine_checkpoints', 'apply_resume', 'apply_test_args',
+    'build_runner', 'finish_distributed', 'init_weights_quietly',
+    'load_config', 'lock_work_dir', 'prepare_cpu_distributed',
+    'register_all_modules', 'register_openmmlab_package', 'report_user_errors',
+    'use_flip_tta', 'warn_if_autocast_is_slow'
 ]

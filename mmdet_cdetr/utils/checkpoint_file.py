@@ -20,6 +20,7 @@ from torch import nn
 
 from .checkpoint_safety import refused_checkpoint
 from .errors import ArgumentError, CheckpointError
+from .torch_compat import load_weights_only
 
 # What torch.save writes first in its pre-1.6 (non-zip) format: protocol 2,
 # then the pickled magic number 0x1950a86a20f9469cfc6c.
@@ -139,11 +140,7 @@ def check_checkpoint_fits(model: nn.Module, path: str) -> None:
     ``torch.load`` with ``weights_only=True`` refuses it, naming the file.
     """
     try:
-        checkpoint = torch.load(
-            path,
-            map_location='cpu',
-            weights_only=True,
-            mmap=zipfile.is_zipfile(path))
+        checkpoint = load_weights_only(path, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         raise refused_checkpoint(path, err) from err
     state = checkpoint.get('state_dict', checkpoint) if isinstance(

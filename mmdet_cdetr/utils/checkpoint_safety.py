@@ -7,15 +7,16 @@ statistics methods, pickled as ``getattr(HistoryBuffer, 'min')``. Resuming
 and testing then fail. Registering exactly those globals keeps the safety
 on: any other pickled callable is still refused, and ``getattr`` only
 resolves HistoryBuffer's statistics methods, never an arbitrary attribute.
+Torch before 2.6 cannot hold such a list (:mod:`.torch_compat`).
 """
 import pickle
 from typing import Any, Optional
 
 import numpy as np
-import torch
 from mmengine.logging import HistoryBuffer
 
 from .errors import CheckpointError
+from .torch_compat import add_safe_globals
 
 
 def history_buffer_method(obj: Any, name: str) -> Any:
@@ -39,14 +40,12 @@ def _numpy_globals() -> list:
     return found
 
 
-def allow_mmengine_checkpoints() -> None:
-    """Add MMEngine's checkpoint contents to torch's safe globals."""
-    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is None:  # torch < 2.4 loads everything anyway
-        return
+def allow_mmengine_checkpoints() -> bool:
+    """Add MMEngine's checkpoint contents to torch's safe globals; returns
+    whether this torch can hold them."""
     # Instantiating one buffer registers the built-in statistics methods.
     HistoryBuffer()
-    add_safe_globals([HistoryBuffer] + _numpy_globals() + [
+    return add_safe_globals([HistoryBuffer] + _numpy_globals() + [
         (history_buffer_method, '__builtin__.getattr'),
         (history_buffer_method, 'builtins.getattr'),
     ])

@@ -19,7 +19,6 @@ from .checkpoint_file import check_checkpoint_file, checkpoint_to_load
 from .checkpoint_safety import refused_checkpoint
 from .config_options import check_cfg_options, read_config
 from .errors import UserError
-from .freed_memory import apply_config_freed_memory_choice
 from .work_dir_lock import ensure_writable
 
 
@@ -162,8 +161,6 @@ def _config_being_read(err: SyntaxError, default: str) -> str:
 
 def load_config(args: argparse.Namespace) -> Config:
     """The config of ``args.config`` with the shared flags applied."""
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
     try:
         cfg = read_config(args.config)
     except SyntaxError as err:
@@ -197,14 +194,12 @@ def finish_distributed() -> None:
 
 def build_runner(cfg: Config) -> Runner:
     """MMEngine's runner for ``cfg`` (also on CPU-only distributed runs),
-    after checking its work dir and the checkpoint it will load, with freed
-    memory kept where ``env_cfg.keep_freed_memory`` chooses so."""
+    after checking its work dir and the checkpoint it will load."""
     ensure_writable(cfg.work_dir)
     checkpoint = checkpoint_to_load(cfg)
     if checkpoint and '://' not in checkpoint:
         check_checkpoint_file(checkpoint)
     prepare_cpu_distributed(cfg)
-    apply_config_freed_memory_choice(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

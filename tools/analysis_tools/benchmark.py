@@ -2,15 +2,17 @@
 [CHECKPOINT]``), optionally side by side in one run with PyTorch under
 autocast (``--amp``), its ONNX exports under ONNX Runtime (``--onnx``, e.g.
 float32 and INT8 files, one row per session setting) and reference models
-(``--reference``, e.g. mmdet's built-in Conditional DETR). Each row also
-gives its GFLOP/s against this machine's peak, measured in the same run
-(float32's; bf16's for the autocast row). All see
-the same random image(s) of ``--shape``; ratios are to the config's PyTorch
-model. With ``--batch-size N`` every timed run detects in N images: PyTorch
-and files exported with ``--batch-size`` in one call, other files one image
+(``--reference``, e.g. mmdet's built-in Conditional DETR). The config's
+PyTorch model runs as ``tools/test.py`` runs it (with the speed-ups its
+``SpeedUpHook`` asks for; then also without them, as its own row). Each row
+also gives its images/s and GFLOP/s. All see the same random image(s) of
+``--shape``; ratios are to the config's PyTorch model. With
+``--batch-size N`` every timed run detects in N images: PyTorch and files
+exported with ``--batch-size`` in one call, other files one image
 after the other; images/s are printed per row. For training speed and
 memory of several detectors see ``compare_detectors.py``."""
 import argparse
+import copy
 import itertools
 import os.path as osp
 import statistics
@@ -19,18 +21,16 @@ import mmengine
 import torch
 from mmengine.runner import load_checkpoint
 
-from mmdet_cdetr.analysis.benchmark import (achieved_gflops, build_detector,
+from mmdet_cdetr.analysis.benchmark import (build_detector,
                                             copy_matching_weights,
-                                            flops_by_module, format_peaks,
+                                            flops_by_module, load_config,
                                             make_batch)
 from mmdet_cdetr.analysis.inference_speed import (format_latency_table,
                                                   pytorch_inference,
                                                   time_interleaved)
-from mmdet_cdetr.analysis.machine_peak import (describe_processor,
-                                               measure_peaks_around)
 from mmdet_cdetr.deployment import OPTIMIZATION_LEVELS, OrtRunner
-from mmdet_cdetr.utils import (add_freed_memory_arg, apply_freed_memory_choice,
-                               report_user_errors)
+from mmdet_cdetr.speedup import apply_configured_speedups
+from mmdet_cdetr.utils import report_user_errors
 
 
 def parse_args() -> argparse.Namespace:
@@ -83,7 +83,6 @@ def parse_args() -> argparse.Namespace:
         '--num-warmup', type=int, default=2, help='untimed runs first')
     parser.add_argument(
         '--threads', type=int, help='torch CPU threads (default: torch\'s)')
-    add_freed_memory_arg(parser)
     parser.add_argument('--device', default='cpu', help='PyTorch device')
     parser.add_argument(
         '--out',
@@ -96,18 +95,23 @@ def main(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    freed_memory_kept = apply_freed_memory_choice(
-        False if args.return_freed_memory else None, args.device)
     model = build_detector(args.config, device)
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint, map_location=device)
     inputs, samples = make_batch(model, args.batch_size, tuple(args.shape), 0,
                                  model.bbox_head.num_classes, False)
+    weights = model.state_dict()
+    flops = flops_by_module(model.eval(), inputs, samples)['']
+    plain = copy.deepcopy(model)
+    speedups = apply_configured_speedups(
+        model, load_config(args.config).get('custom_hooks'), inference=True)
     candidates = {'pytorch': pytorch_inference(model, inputs, samples)}
+    if speedups:
+        candidates['pytorch (no speed-ups)'] = pytorch_inference(
+            plain, inputs, samples)
     if args.amp:
         candidates['pytorch+amp'] = pytorch_inference(
             model, inputs, samples, amp=True)
-    weights = model.state_dict()
     for spec in args.reference:
         name, config = spec.split('=', 1)
         reference = build_detector(config, device)
@@ -124,34 +128,26 @@ def main(args: argparse.Namespace) -> None:
         else:
             candidates[name] = (
                 lambda run=runner: [run(image[None]) for image in images])
-    times, peaks = measure_peaks_around(
-        lambda: time_interleaved(candidates, args.max_iter, args.num_warmup,
-                                 device, print), device)
-    flops = flops_by_module(model, inputs, samples)['']
-    processor = describe_processor(device)
+    times = time_interleaved(candidates, args.max_iter, args.num_warmup,
+                             device, print)
     mmengine.dump(
         dict(
             setting=dict(
                 vars(args),
                 torch_threads=torch.get_num_threads(),
-                freed_memory_kept=freed_memory_kept,
-                processor=processor),
+                torch=torch.__version__,
+                speedups=speedups),
             seconds=times,
-            peaks=peaks,
             flops=flops),
         args.out,
         indent=2)
-    print(f'{processor}, freed memory '
-          f'{"kept" if freed_memory_kept else "returned"}')
-    print(format_peaks(peaks))
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
+          f'device {device}')
     print(format_latency_table(times))
     for name, runs in times.items():
         median = statistics.median(runs['wall'])
-        amp = name.endswith('+amp')
-        gflops, of_peak = achieved_gflops(flops, median, peaks, amp)
         print(f'{name}: {args.batch_size / median:.1f} images/s, '
-              f'{gflops:.0f} GFLOP/s ({of_peak:.2f} of the '
-              f'{"bf16" if amp else "float32"} peak)')
+              f'{2 * flops / median / 1e9:.0f} GFLOP/s')
     print(f'\nmeasurements: {args.out}')
 
 

@@ -1,30 +1,23 @@
 """Compare detectors side by side: training step, transformer+head
-forward+backward, inference latency, peak memory, parameters and FLOPs, and
-the achieved GFLOP/s against this machine's peak measured in the same run
-(the inference speed of one config, and of its ONNX export, is
-``benchmark.py``'s)."""
+forward+backward, inference latency, peak memory, parameters and FLOPs,
+each of our configs with its CPU speed-ups on and off (the inference speed
+of one config, and of its ONNX export, is ``benchmark.py``'s)."""
 import argparse
 
 import mmengine
 import torch
 
-from mmdet_cdetr.analysis.benchmark import (DetectorBench, add_achieved,
-                                            amp_speedups, build_detector,
+from mmdet_cdetr.analysis.benchmark import (DetectorBench, build_detector,
                                             copy_matching_weights,
-                                            format_amp_speedups, format_peaks,
-                                            format_table, optim_wrapper_of,
-                                            run_benchmark)
-from mmdet_cdetr.analysis.machine_peak import (describe_processor,
-                                               measure_peaks_around)
-from mmdet_cdetr.analysis.op_profile import format_profile, profile_by_op_class
-from mmdet_cdetr.analysis.page_faults import page_fault_seconds
-from mmdet_cdetr.utils import (ArgumentError, add_freed_memory_arg,
-                               apply_freed_memory_choice, report_user_errors)
+                                            format_ratios, format_table,
+                                            load_config, optim_wrapper_of,
+                                            paired_ratios, run_benchmark)
+from mmdet_cdetr.speedup import (apply_speedups, speedup_setting,
+                                 speedups_wanted)
+from mmdet_cdetr.utils import ArgumentError, report_user_errors
 
 DEFAULT_MODELS = [
     'ours=configs/conditional_detr_r50_8x2_50e_coco.py',
-    'ours-nchw-backbone='
-    'configs/benchmark/conditional_detr_r50_nchw_8x2_50e_coco.py',
     'mmdet-conditional-detr='
     'configs/benchmark/mmdet_conditional_detr_r50_8x2_50e_coco.py',
     'mmdet-detr=mmdet::detr/detr_r50_8xb2-150e_coco.py',
@@ -32,6 +25,8 @@ DEFAULT_MODELS = [
     'deformable-detr_r50_16xb2-50e_coco.py',
     'mmdet-dab-detr=mmdet::dab_detr/dab-detr_r50_8xb2-50e_coco.py',
 ]
+#: Suffix of the row of a model run without the speed-ups its config asks.
+PLAIN = '-no-speedups'
 
 
 def parse_args() -> argparse.Namespace:
@@ -74,16 +69,15 @@ def parse_args() -> argparse.Namespace:
         '--amp',
         action='store_true',
         help='also time every model under autocast (bf16 on the CPU, fp16 '
-        'on GPUs), as NAME+amp rows of the same run, and print the '
-        'speed-up of each repetition over float32')
+        'on GPUs), as NAME+amp rows of the same run')
     parser.add_argument(
-        '--profile',
+        '--only-as-configured',
         action='store_true',
-        help='after timing, profile one training step and one inference '
-        'per model and print where the time goes, by operator class')
+        help='time each model only as its config says (by default a model '
+        f'whose config turns speed-ups on also runs without them, as '
+        f'NAME{PLAIN})')
     parser.add_argument(
         '--threads', type=int, help='torch CPU threads (default: torch\'s)')
-    add_freed_memory_arg(parser)
     parser.add_argument(
         '--out',
         default='work_dirs/benchmark/benchmark.json',
@@ -102,62 +96,65 @@ def main(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    freed_memory_kept = apply_freed_memory_choice(
-        False if args.return_freed_memory else None, args.device)
-    benches, reference = [], None
+    benches, reference, rows = [], None, {}
     for name, config in models.items():
-        model = build_detector(config, device)
-        if reference is None:
-            reference = model.state_dict()
-            copied = len(reference)
-        else:
+        wanted = speedups_wanted(
+            speedup_setting(load_config(config).get('custom_hooks')), device)
+        variants = [(name, wanted)]
+        if wanted and not args.only_as_configured:
+            variants.append((name + PLAIN, False))
+        for row, speedups in variants:
+            model = build_detector(config, device)
+            if reference is None:
+                reference = model.state_dict()
             copied = copy_matching_weights(model, reference)
-        print(f'{name}: {config} ({copied} tensors from the first model)')
-        optim_wrapper = optim_wrapper_of(config, model)
-        for amp in (False, True) if args.amp else (False, ):
-            benches.append(
-                DetectorBench(name + '+amp' * amp, model, device,
-                              (args.batch_size, tuple(args.train_size)),
-                              tuple(args.infer_size), args.num_gts,
-                              model.bbox_head.num_classes, optim_wrapper, amp))
-    results, peaks = measure_peaks_around(
-        lambda: run_benchmark(benches, args.repeats, args.warmup, log=print),
-        device)
-    for bench in benches:
-        add_achieved(results[bench.name], peaks, bench.amp)
-    speedups = amp_speedups(results)
-    fault_seconds = page_fault_seconds()
-    processor = describe_processor(device)
-    setting = dict(
-        vars(args),
-        torch_threads=torch.get_num_threads(),
-        freed_memory_kept=freed_memory_kept,
-        processor=processor,
-        models=models)
+            print(f'{row}: {config} ({copied} tensors from the first model)')
+            if speedups:
+                apply_speedups(model)
+            optim_wrapper = optim_wrapper_of(config, model)
+            rows[row] = speedups
+            for amp in (False, True) if args.amp else (False, ):
+                benches.append(
+                    DetectorBench(
+                        row + '+amp' * amp,
+                        model,
+                        device, (args.batch_size, tuple(args.train_size)),
+                        tuple(args.infer_size),
+                        args.num_gts,
+                        model.bbox_head.num_classes,
+                        optim_wrapper,
+                        amp=amp,
+                        speedups=speedups))
+    results = run_benchmark(benches, args.repeats, args.warmup, log=print)
+    vs_baseline = {
+        bench.name: paired_ratios(results, bench.name, args.baseline)
+        for bench in benches if bench.name != args.baseline
+    }
+    amp_speedups = {
+        name: paired_ratios(results, name + '+amp', name)
+        for name in rows if args.amp
+    }
     mmengine.dump(
         dict(
-            setting=setting,
-            peaks=peaks,
-            page_fault_seconds=fault_seconds,
+            setting=dict(
+                vars(args),
+                torch_threads=torch.get_num_threads(),
+                torch=torch.__version__,
+                speedups=rows),
             results=results,
-            amp_speedups=speedups),
+            vs_baseline=vs_baseline,
+            amp_time_ratios=amp_speedups),
         args.out,
         indent=2)
-    print(f'{processor}, freed memory '
-          f'{"kept" if freed_memory_kept else "returned"}')
-    print(format_peaks(peaks))
-    if fault_seconds is not None:
-        print(f'minor page fault: {fault_seconds * 1e6:.2f} us')
-    print(format_table(results, args.baseline, fault_seconds))
-    if speedups:
-        print(format_amp_speedups(speedups))
-    if args.profile:
-        profiles = {
-            f'{bench.name} {step}': profile_by_op_class(bench.steps()[step])
-            for bench in benches
-            for step in ('train', 'infer')
-        }
-        print(format_profile(profiles))
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
+          f'device {device}')
+    print(format_table(results, args.baseline))
+    print()
+    print(
+        format_ratios(vs_baseline, f'time / {args.baseline}, per repetition'))
+    if amp_speedups:
+        print()
+        print(format_ratios(amp_speedups, '--amp time / float32 time'))
     print(f'\nmeasurements: {args.out}')
 
 

@@ -3,8 +3,9 @@ from .checkpoint_fit_hook import CheckpointFitHook
 from .fine_tune_hook import FineTuneHook
 from .num_class_check_hook import NumClassCheckHook
 from .random_state_hook import RandomStateHook
+from .speed_up_hook import SpeedUpHook
 
 __all__ = [
     'AtomicCheckpointHook', 'CheckpointFitHook', 'FineTuneHook',
-    'NumClassCheckHook', 'RandomStateHook'
+    'NumClassCheckHook', 'RandomStateHook', 'SpeedUpHook'
 ]

@@ -13,9 +13,9 @@ from mmengine.model import bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from mmdet_cdetr.ops import autocast_off
 from mmdet_cdetr.registry import MODELS
 from mmdet_cdetr.utils.errors import CheckpointError, ConfigError
+from ..layers.precision import autocast_off
 from .top_k_detections import boxes_to_original, top_k_detections
 
 

@@ -3,15 +3,13 @@ from typing import Dict, Optional, Tuple
 import torch
 from mmdet.models.detectors import DETR
 from mmdet.models.layers import SinePositionalEncoding
-from mmdet.structures import OptSampleList
-from mmengine.device import get_device
+from mmdet.structures import OptSampleList, SampleList
 from torch import Tensor, nn
 
-from mmdet_cdetr.ops import (FusedDetrTransformerEncoder,
-                             channels_last_backbone, use_fast_kernels)
 from mmdet_cdetr.registry import MODELS
 from mmdet_cdetr.utils.errors import ConfigError
-from ..layers import ConditionalDetrTransformerDecoder
+from ..layers import (ConditionalDetrTransformerDecoder,
+                      SdpaDetrTransformerEncoder)
 from ..task_modules import GroupHungarianAssigner
 
 
@@ -20,7 +18,7 @@ class ConditionalDETR(DETR):
     """Conditional DETR (Meng et al., ICCV 2021) on mmdet's DETR skeleton.
 
     Backbone, neck, sine positional encoding and encoder are DETR's (the
-    encoder as :class:`FusedDetrTransformerEncoder`: same layers and
+    encoder as :class:`SdpaDetrTransformerEncoder`: same layers and
     parameters, no attention weights computed); the decoder is
     :class:`ConditionalDetrTransformerDecoder`. The decoder
     returns the reference points along with the hidden states because the
@@ -37,39 +35,28 @@ class ConditionalDETR(DETR):
 
     Args:
         num_query_groups: Number of query groups K (1: Conditional DETR).
-        backbone_channels_last: Feed the backbone channels-last (NHWC)
-            images. Same weights and math; convolutions and frozen batch norms
-            run faster that way on CPUs (oneDNN). The neck's NHWC output is
-            exactly the (bs, HW, C) token layout the transformer wants.
-            Backbone and neck weights are then kept channels-last too, the
-            layout of their gradients. None (default): on where
-            :func:`~mmdet_cdetr.ops.channels_last_backbone` says so for the
-            device the runner will put the model on (the CPU), NCHW as in
-            mmdet elsewhere.
+        batch_independent_inference: In inference, compute each image's
+            backbone features at the image's own size and pad the features
+            instead of the images, with the transformer's padding mask at
+            exactly each image's feature extent: every image then gets the
+            detections it gets alone, whatever else is in its batch.
+            Without it (mmdet's way) the backbone reads the batch padding
+            near each image's bottom and right edges, and the mask is
+            resampled from the image size, so results depend on the batch.
         **kwargs: :class:`mmdet.models.detectors.DETR`'s arguments.
     """
 
     def __init__(self,
                  *args,
                  num_query_groups: int = 1,
-                 backbone_channels_last: Optional[bool] = None,
+                 batch_independent_inference: bool = False,
                  **kwargs) -> None:
         if num_query_groups < 1:
             raise ConfigError('num_query_groups must be a positive integer, '
                               f'got {num_query_groups}.')
         self.num_query_groups = num_query_groups
+        self.batch_independent_inference = batch_independent_inference
         super().__init__(*args, **kwargs)
-        if backbone_channels_last is None:
-            backbone_channels_last = channels_last_backbone(get_device())
-        self.backbone_channels_last = backbone_channels_last
-        if backbone_channels_last:
-            # Convolutions on NHWC inputs return NHWC weight gradients. DDP
-            # lays its gradient buckets out like the parameters: NCHW
-            # weights would cost a copy of every gradient on every step
-            # ("Grad strides do not match bucket view strides").
-            self.backbone.to(memory_format=torch.channels_last)
-            self.neck.to(memory_format=torch.channels_last)
-        use_fast_kernels(self)
         assigner = getattr(self.bbox_head, 'assigner', None)
         if num_query_groups > 1 and not isinstance(assigner,
                                                    GroupHungarianAssigner):
@@ -87,7 +74,7 @@ class ConditionalDETR(DETR):
     def _init_layers(self) -> None:
         self.positional_encoding = SinePositionalEncoding(
             **self.positional_encoding)
-        self.encoder = FusedDetrTransformerEncoder(**self.encoder)
+        self.encoder = SdpaDetrTransformerEncoder(**self.encoder)
         self.decoder = ConditionalDetrTransformerDecoder(**self.decoder)
         self.embed_dims = self.encoder.embed_dims
         self.query_embedding = nn.Embedding(
@@ -98,11 +85,72 @@ class ConditionalDETR(DETR):
                 'positional_encoding.num_feats must be half of embed_dims, '
                 f'got num_feats={num_feats} and embed_dims={self.embed_dims}.')
 
-    def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor]:
-        if self.backbone_channels_last:
-            batch_inputs = batch_inputs.contiguous(
-                memory_format=torch.channels_last)
-        return super().extract_feat(batch_inputs)
+    def predict(self,
+                batch_inputs: Tensor,
+                batch_data_samples: SampleList,
+                rescale: bool = True) -> SampleList:
+        """mmdet's ``predict``, with features computed per image where
+        ``batch_independent_inference`` asks for it and the images of the
+        batch differ in size."""
+        if not (self.batch_independent_inference
+                and _sizes_differ(batch_data_samples)):
+            return super().predict(batch_inputs, batch_data_samples, rescale)
+        img_feats = self.extract_feat_per_image(batch_inputs,
+                                                batch_data_samples)
+        head_inputs = self.forward_transformer(img_feats, batch_data_samples)
+        results = self.bbox_head.predict(
+            **head_inputs,
+            rescale=rescale,
+            batch_data_samples=batch_data_samples)
+        return self.add_pred_to_datasample(batch_data_samples, results)
+
+    def extract_feat_per_image(
+            self, batch_inputs: Tensor,
+            batch_data_samples: SampleList) -> Tuple[Tensor]:
+        """Each image's neck features from its own pixels (``img_shape``),
+        zero-padded to one batch; each sample records its valid feature
+        extent as ``feat_valid_shape`` for :meth:`pre_transformer`."""
+        feats = []
+        for index, sample in enumerate(batch_data_samples):
+            height, width = sample.img_shape[:2]
+            feat = self.extract_feat(batch_inputs[index:index +
+                                                  1, :, :height, :width])[-1]
+            sample.set_metainfo(dict(feat_valid_shape=tuple(feat.shape[-2:])))
+            feats.append(feat[0])
+        height = max(feat.size(-2) for feat in feats)
+        width = max(feat.size(-1) for feat in feats)
+        padded = feats[0].new_zeros(
+            len(feats), feats[0].size(0), height, width)
+        for index, feat in enumerate(feats):
+            padded[index, :, :feat.size(-2), :feat.size(-1)] = feat
+        return (padded, )
+
+    def pre_transformer(
+            self,
+            img_feats: Tuple[Tensor],
+            batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
+        """mmdet's DETR inputs of the transformer; with features padded per
+        image (:meth:`extract_feat_per_image`), the padding mask and sine
+        positions follow each image's exact feature extent."""
+        extents = [
+            sample.metainfo.get('feat_valid_shape')
+            for sample in batch_data_samples or ()
+        ]
+        if not extents or None in extents:
+            return super().pre_transformer(img_feats, batch_data_samples)
+        feat = img_feats[-1]
+        masks = torch.ones(
+            feat.shape[:1] + feat.shape[-2:],
+            dtype=torch.bool,
+            device=feat.device)
+        for index, (height, width) in enumerate(extents):
+            masks[index, :height, :width] = False
+        pos_embed = self.positional_encoding(masks)
+        feat = feat.flatten(2).transpose(1, 2)
+        pos_embed = pos_embed.flatten(2).transpose(1, 2)
+        masks = masks.flatten(1)
+        return (dict(feat=feat, feat_mask=masks, feat_pos=pos_embed),
+                dict(memory_mask=masks, memory_pos=pos_embed))
 
     def forward_transformer(self,
                             img_feats: Tuple[Tensor],
@@ -144,3 +192,10 @@ class ConditionalDETR(DETR):
             key_padding_mask=memory_mask,
             num_query_groups=num_query_groups)
         return dict(hidden_states=hidden_states, references=references)
+
+
+def _sizes_differ(batch_data_samples: SampleList) -> bool:
+    """Whether some image of the batch is smaller than the padded batch."""
+    return any(
+        tuple(sample.img_shape[:2]) != tuple(sample.batch_input_shape)
+        for sample in batch_data_samples)

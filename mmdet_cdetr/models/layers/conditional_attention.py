@@ -5,10 +5,10 @@ import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from mmdet_cdetr.ops import (Dropout, attention_weights, blocked_mask, dropout,
-                             multi_head_attention, split_heads)
 from mmdet_cdetr.registry import MODELS
 from mmdet_cdetr.utils.errors import ConfigError
+from .attention import (attention_weights, blocked_mask, multi_head_attention,
+                        split_heads)
 
 
 @MODELS.register_module()
@@ -39,9 +39,9 @@ class ConditionalAttention(BaseModule):
     either load into the other.
 
     Two numerically equal paths compute the attention:
-    :func:`multi_head_attention` (default: PyTorch's fused kernel, or on the
-    CPU with dropout, materialised weights with faster dropout masks) and a
-    plain one that keeps the weights. Set ``record_attention = True`` to
+    :func:`multi_head_attention` (default: PyTorch's fused kernel, or
+    materialised weights while the attention dropout drops) and a plain one
+    that keeps the weights. Set ``record_attention = True`` to
     take the plain path and keep the softmax weights plus the content and
     spatial logits of cross-attention in ``self.recorded`` (used by the
     attention visualiser).
@@ -78,7 +78,6 @@ class ConditionalAttention(BaseModule):
         self.num_heads = num_heads
         self.cross_attn = cross_attn
         self.keep_query_pos = keep_query_pos
-        self.attn_drop = attn_drop
         self.record_attention = False
         self.recorded: dict = {}
 
@@ -90,7 +89,8 @@ class ConditionalAttention(BaseModule):
         if cross_attn:
             self.qpos_sine_proj = nn.Linear(embed_dims, embed_dims)
         self.out_proj = nn.Linear(embed_dims, embed_dims)
-        self.proj_drop = Dropout(proj_drop)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj_drop = nn.Dropout(proj_drop)
         nn.init.constant_(self.out_proj.bias, 0.)
 
     def forward(self,
@@ -179,12 +179,11 @@ class ConditionalAttention(BaseModule):
     def _attend(self, q: Tensor, k: Tensor, v: Tensor,
                 blocked: Optional[Tensor]) -> Tensor:
         """Multi-head attention of (bs, heads, n, d) tensors, heads merged."""
-        dropout_p = self.attn_drop if self.training else 0.
         if not self.record_attention:
-            return multi_head_attention(q, k, v, blocked, dropout_p)
+            return multi_head_attention(q, k, v, blocked, self.attn_drop)
         weights = attention_weights(q, k, blocked)
         self.recorded['weights'] = weights.detach()
-        out = dropout(weights, dropout_p, self.training) @ v
+        out = self.attn_drop(weights) @ v
         return out.transpose(1, 2).flatten(2)
 
 

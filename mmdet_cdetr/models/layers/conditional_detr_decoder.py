@@ -1,3 +1,4 @@
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -6,13 +7,14 @@ from mmdet.models.layers import MLP, DetrTransformerDecoder
 from mmdet.models.layers.transformer.utils import coordinate_to_encoding
 from mmengine.model import ModuleList
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
-from mmdet_cdetr.ops import autocast_off, use_fast_dropout
 from mmdet_cdetr.registry import MODELS
 from mmdet_cdetr.utils.errors import ConfigError
 from .conditional_attention import project_batch_shared
 from .conditional_detr_decoder_layer import \
     ConditionalDetrTransformerDecoderLayer
+from .precision import autocast_off
 
 
 @MODELS.register_module()
@@ -26,11 +28,22 @@ class ConditionalDetrTransformerDecoder(DetrTransformerDecoder):
     embedding entering the layer, fixed to 1 for the first layer.
 
     Returns the post-normed output of every layer (for the auxiliary losses)
-    and the reference points. Every dropout is
-    :class:`mmdet_cdetr.ops.Dropout` (faster masks on the CPU). The
+    and the reference points. The
     reference points and their sine embedding are computed in float32 under
     autocast too: bf16 would place them only to within 1/256 of the image.
+
+    Args:
+        with_cp: Activation checkpointing: in training, keep each layer's
+            input only and recompute its activations in the backward pass
+            (less memory, one more forward pass of the decoder; the same
+            losses and gradients, dropout included, since the random state
+            is replayed).
+        *args, **kwargs: mmdet's ``DetrTransformerDecoder`` arguments.
     """
+
+    def __init__(self, *args, with_cp: bool = False, **kwargs) -> None:
+        self.with_cp = with_cp
+        super().__init__(*args, **kwargs)
 
     def _init_layers(self) -> None:
         self.layers = ModuleList([
@@ -49,7 +62,6 @@ class ConditionalDetrTransformerDecoder(DetrTransformerDecoder):
         # Only the first layer adds the projected o_q to the content query.
         for layer in self.layers[1:]:
             layer.cross_attn.qpos_proj = None
-        use_fast_dropout(self)
 
     def forward(self,
                 query: Tensor,
@@ -86,7 +98,10 @@ class ConditionalDetrTransformerDecoder(DetrTransformerDecoder):
             is_first = layer_id == 0
             ref_sine_embed = position_embed.expand_as(query) if is_first else (
                 position_embed * self.query_scale(query))
-            query = layer(
+            run = layer
+            if self.with_cp and torch.is_grad_enabled():
+                run = functools.partial(checkpoint, layer, use_reentrant=False)
+            query = run(
                 query,
                 key,
                 query_pos,

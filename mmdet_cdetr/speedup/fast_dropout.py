@@ -9,9 +9,9 @@ machine. Here each element's Bernoulli draw compares 32 random bits with
 ``p * 2**32`` (torch's own draws have 24 bits), mostly deciding on the first
 8 (:func:`keep_mask`); the bits are numpy PCG64's raw output, much faster than
 torch's Mersenne Twister, seeded from torch's default generator, so
-``torch.manual_seed`` still makes training reproducible. Where
-:func:`~.device_choices.numpy_dropout_masks` says no (GPUs: their fused
-dropout is fast) PyTorch's dropout is used as it is.
+``torch.manual_seed`` still makes training reproducible. GPUs have a fast
+dropout of their own: :func:`~.apply.apply_speedups` swaps this one in only
+where it is asked to (the CPU by default).
 """
 import math
 from typing import Sequence
@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmdet_cdetr.utils.errors import ConfigError
-from .device_choices import numpy_dropout_masks
 
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
@@ -31,7 +30,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     Each element is zeroed with probability ``p`` and the others are scaled
     by ``1 / (1 - p)``; the gradient is the mask times the same scale.
     """
-    if not training or p == 0 or p >= 1 or not numpy_dropout_masks(x.device):
+    if not training or p == 0 or p >= 1:
         return F.dropout(x, p, training)
     if p < 0:
         raise ConfigError(f'dropout probability must be in [0, 1], got {p}')
@@ -78,34 +77,38 @@ class KeptTimesScale(torch.autograd.Function):
     def forward(ctx, x: Tensor, keep: Tensor, scale: float) -> Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return x * _cast_mask(keep, x.dtype, scale)
+        return x * _cast_mask(keep, x, scale)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         keep, = ctx.saved_tensors
-        return grad * _cast_mask(keep, grad.dtype, ctx.scale), None, None
+        return grad * _cast_mask(keep, grad, ctx.scale), None, None
 
 
-def _cast_mask(keep: Tensor, dtype: torch.dtype, scale: float) -> Tensor:
-    mask = keep.to(dtype)
+def _cast_mask(keep: Tensor, like: Tensor, scale: float) -> Tensor:
+    mask = keep.to(device=like.device, dtype=like.dtype)
     return mask if scale == 1 else mask.mul_(scale)
 
 
-class Dropout(nn.Dropout):
-    """:class:`torch.nn.Dropout` drawing CPU masks with :func:`dropout`
+class FastDropout(nn.Dropout):
+    """:class:`torch.nn.Dropout` drawing its masks with :func:`dropout`
     (never in place)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return dropout(x, self.p, self.training)
 
 
-def use_fast_dropout(module: nn.Module) -> nn.Module:
+def use_fast_dropout(module: nn.Module) -> int:
     """Replace every :class:`torch.nn.Dropout` under ``module`` (mmcv's
-    subclass included) with :class:`Dropout` of the same probability.
-    Dropout has no parameters, so state dicts do not change."""
-    for parent in module.modules():
-        for name, child in parent.named_children():
-            if isinstance(child,
-                          nn.Dropout) and not isinstance(child, Dropout):
-                setattr(parent, name, Dropout(child.p))
-    return module
+    subclass included) with a :class:`FastDropout` of the same probability
+    and mode; returns how many were replaced. Dropout has no parameters, so
+    state dicts do not change."""
+    replaced = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if (isinstance(child, nn.Dropout)
+                    and not isinstance(child, FastDropout)):
+                setattr(parent, name,
+                        FastDropout(child.p).train(child.training))
+                replaced += 1
+    return replaced

@@ -1,0 +1,40 @@
+from mmengine.hooks import EMAHook, Hook
+from mmengine.runner import Runner
+
+from mmdet_cdetr.registry import HOOKS
+from mmdet_cdetr.speedup import (Enable, apply_speedups, model_device,
+                                 speedups_wanted)
+
+
+@HOOKS.register_module()
+class SpeedUpHook(Hook):
+    """Apply :func:`mmdet_cdetr.speedup.apply_speedups` to the runner's
+    model: the training ones before training (after the weights are loaded
+    or resumed), and the inference ones, batch norms folded included, before
+    testing. Validation during training runs the training model as it is.
+    With an ``EMAHook``, which swaps the averaged parameters in for testing,
+    batch norms are not folded.
+
+    Args:
+        enable: ``'auto'`` (default): only for a model on the CPU, where the
+            speed-ups were measured to pay; ``True``/``False`` force them.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, enable: Enable = 'auto') -> None:
+        speedups_wanted(enable, 'cpu')  # checks the value
+        self.enable = enable
+
+    def _wanted(self, runner: Runner) -> bool:
+        return speedups_wanted(self.enable, model_device(runner.model))
+
+    def before_train(self, runner: Runner) -> None:
+        if self._wanted(runner):
+            apply_speedups(runner.model, inference=False)
+
+    def before_test(self, runner: Runner) -> None:
+        if self._wanted(runner):
+            swapping = any(isinstance(hook, EMAHook) for hook in runner.hooks)
+            apply_speedups(
+                runner.model, inference=True, fold_batch_norms=not swapping)
