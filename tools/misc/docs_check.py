@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import List, NamedTuple, Optional
 
 REPO = Path(__file__).resolve().parents[2]
-DOCS = ('README.md', 'docs/*.md')
+DOCS = ('README.md', 'docs/*.md', 'configs/*/README.md')
 _FENCE = re.compile(r'^```(bash|sh|shell)\s*$')
 _SKIP = re.compile(r'<!--\s*docs-check:\s*skip\s+(.+?)\s*-->')
 
