@@ -133,22 +133,26 @@ def test_ema_checkpoints_carry_and_test_the_averaged_weights(
             log = test.stdout + test.stderr
             assert 'CPU speed-ups applied: channels_last' in log
             assert 'folded_batch_norms' not in log
-    torch.testing.assert_close(
-        predictions['ema_config'],
-        predictions['plain_config'],
-        rtol=0,
-        atol=1e-4)
-    assert not torch.allclose(
-        predictions['ema_config'], predictions['trained_weights'], atol=1e-3)
+    # A few iterations move the weights little, so the averaged and trained
+    # models' detections are close; the same weights agree far closer (up
+    # to the plain config's folded batch norms).
+    same = (predictions['ema_config'] - predictions['plain_config']).abs()
+    other = (predictions['ema_config'] -
+             predictions['trained_weights']).abs()
+    assert same.max() < 1e-5
+    assert other.max() > 10 * same.max()
 
 
 def _scores(path) -> torch.Tensor:
-    """The detection scores of every image of a ``tools/test.py --out``
-    file, in image order."""
+    """The detection scores and boxes (in 100 px) of every image of a
+    ``tools/test.py --out`` file, in image order."""
     import pickle
     with open(path, 'rb') as f:
         results = pickle.load(f)
     return torch.cat([
-        torch.as_tensor(result['pred_instances']['scores'])
-        for result in sorted(results, key=lambda r: r['img_id'])
+        torch.cat([
+            torch.as_tensor(result['pred_instances']['scores']),
+            torch.as_tensor(result['pred_instances']['bboxes']).flatten() /
+            100
+        ]) for result in sorted(results, key=lambda r: r['img_id'])
     ])
