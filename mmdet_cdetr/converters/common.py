@@ -23,6 +23,7 @@ from mmdet_cdetr.registry import MODELS
 from mmdet_cdetr.utils.checkpoint_file import check_output_path
 from mmdet_cdetr.utils.errors import (ArgumentError, CheckpointError,
                                       InputNotFoundError)
+from .checkpoint_format import read_checkpoint
 from .coco_labels import COCO_CLASSES
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / 'configs'
@@ -172,11 +173,10 @@ def finish(conversion: Conversion,
 
 
 def load_checkpoint_file(path: str) -> dict:
-    """``torch.load`` a checkpoint with ``weights_only=True``; a missing
+    """A checkpoint loaded with ``weights_only=True``
+    (:func:`~.checkpoint_format.read_checkpoint`): a missing or damaged
     file is reported as such."""
-    if not Path(path).is_file():
-        raise InputNotFoundError(f'checkpoint not found: {path}')
-    return torch.load(path, map_location='cpu', weights_only=True)
+    return read_checkpoint(path)
 
 
 def zoo_config(depth: int, dc5: bool = False) -> str:

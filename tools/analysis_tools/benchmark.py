@@ -28,6 +28,7 @@ from mmdet_cdetr.analysis.inference_speed import (format_latency_table,
                                                   time_interleaved)
 from mmdet_cdetr.analysis.machine_peak import (describe_processor,
                                                measure_peaks_around)
+from mmdet_cdetr.converters.checkpoint_format import check_checkpoint
 from mmdet_cdetr.deployment import OPTIMIZATION_LEVELS, OrtRunner
 from mmdet_cdetr.utils import (add_freed_memory_arg, apply_freed_memory_choice,
                                report_user_errors)
@@ -100,6 +101,7 @@ def main(args: argparse.Namespace) -> None:
         False if args.return_freed_memory else None, args.device)
     model = build_detector(args.config, device)
     if args.checkpoint:
+        check_checkpoint(args.checkpoint)
         load_checkpoint(model, args.checkpoint, map_location=device)
     inputs, samples = make_batch(model, args.batch_size, tuple(args.shape), 0,
                                  model.bbox_head.num_classes, False)
