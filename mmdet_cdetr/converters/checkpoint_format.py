@@ -18,6 +18,7 @@ reference-point MLP (``ref_point_head``) and no anchor queries, DAB-DETR has
 none of these.
 """
 import argparse
+import pickle
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -207,7 +208,6 @@ def read_checkpoint(path: str) -> dict:
         CheckpointError: The file is damaged (names how) or holds another
             pickled object (names which).
     """
-    import pickle
     check_checkpoint_file(path)
     try:
         loaded = _load(path, allow_namespace=False)
