@@ -246,6 +246,19 @@ def test_nan_cost_is_made_finite():
     assert finite_cost(finite) is finite
 
 
+def test_non_finite_loss_terms_are_named():
+    from mmdet_cdetr.engine.hooks.run_guard_hooks import non_finite_terms
+    nan, one = torch.tensor(float('nan')), torch.tensor(1.)
+    assert non_finite_terms(dict(loss=one, loss_cls=one)) == []
+    assert non_finite_terms(
+        dict(
+            loss=nan,
+            loss_cls=nan,
+            loss_bbox=one,
+            acc=nan,
+            d0_loss_iou=float('inf'))) == ['loss_cls', 'd0_loss_iou', 'loss']
+
+
 def test_divergence_in_float32_stops_naming_iteration_and_checkpoint(
         synthetic_root, tmp_path, monkeypatch, capsys):
     config = write_config(tmp_path / 'cfg.py', synthetic_root)

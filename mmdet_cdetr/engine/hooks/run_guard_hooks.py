@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import os.path as osp
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from mmengine.config import Config, ConfigDict
@@ -45,19 +45,23 @@ def last_checkpoint(work_dir: str) -> Optional[str]:
         return f.read().strip() or None
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return bool(torch.isfinite(value).all())
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def non_finite_terms(outputs: Optional[Dict]) -> List[str]:
     """The loss terms of a training step's log variables that are not
-    finite numbers (the total ``loss`` last)."""
-    bad = []
-    for name, value in (outputs or {}).items():
-        if isinstance(value, torch.Tensor):
-            finite = bool(torch.isfinite(value).all())
-        elif isinstance(value, (int, float)):
-            finite = math.isfinite(value)
-        else:
-            continue
-        if not finite and 'loss' in name:
-            bad.append(name)
+    finite numbers (the total ``loss`` last). The total is looked at
+    first: it is finite only if every term is (one device sync a step)."""
+    outputs = outputs or {}
+    if 'loss' in outputs and _finite(outputs['loss']):
+        return []
+    bad = [
+        name for name, value in outputs.items()
+        if 'loss' in name and not _finite(value)
+    ]
     return sorted(bad, key=lambda name: name == 'loss')
 
 
