@@ -214,6 +214,17 @@ def test_resume_past_the_end_of_the_schedule(finished_run, monkeypatch,
 # --- 4. Divergence ---
 
 
+def _train_only_config(path, synthetic_root, **overrides):
+    """``write_config`` without validation (these tests look at training)."""
+    return write_config(
+        path,
+        synthetic_root,
+        val_dataloader='None',
+        val_cfg='None',
+        val_evaluator='None',
+        **overrides)
+
+
 def _poison_backbone(monkeypatch, after, action=None):
     """From the ``after``-th training forward on, the backbone's features
     are NaN (``action`` instead, if given, runs once at that call)."""
@@ -261,7 +272,7 @@ def test_non_finite_loss_terms_are_named():
 
 def test_divergence_in_float32_stops_naming_iteration_and_checkpoint(
         synthetic_root, tmp_path, monkeypatch, capsys):
-    config = write_config(tmp_path / 'cfg.py', synthetic_root)
+    config = _train_only_config(tmp_path / 'cfg.py', synthetic_root)
     work_dir = tmp_path / 'work'
     _poison_backbone(monkeypatch, after=5)  # 4 iterations an epoch
     code, line = _error(monkeypatch, capsys, 'train.py', config, '--work-dir',
@@ -280,13 +291,17 @@ def test_divergence_in_float32_stops_naming_iteration_and_checkpoint(
 def test_divergence_under_a_loss_scaler_skips_steps(synthetic_root, tmp_path,
                                                     monkeypatch, capsys):
     """``--amp`` on a GPU (mmengine's AmpOptimWrapper, a dynamic loss
-    scale), emulated on the CPU with torch's CPU GradScaler."""
+    scale), emulated on the CPU: torch's CPU GradScaler, and no autocast
+    (bf16 on this CPU is slow, and the scaler is what is tested)."""
+    from mmengine.optim import OptimWrapper
     from mmengine.optim.optimizer import amp_optimizer_wrapper
     monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available',
                         lambda: True)
     monkeypatch.setattr(amp_optimizer_wrapper, 'GradScaler',
                         lambda **kwargs: torch.amp.GradScaler('cpu', **kwargs))
-    config = write_config(
+    monkeypatch.setattr(amp_optimizer_wrapper.AmpOptimWrapper, 'optim_context',
+                        OptimWrapper.optim_context)
+    config = _train_only_config(
         tmp_path / 'cfg.py',
         synthetic_root,
         optim_wrapper="dict(type='AmpOptimWrapper', loss_scale='dynamic')")
@@ -310,7 +325,7 @@ def test_divergence_under_a_loss_scaler_skips_steps(synthetic_root, tmp_path,
 
 def test_work_dir_removed_mid_run_is_recreated(synthetic_root, tmp_path,
                                                monkeypatch, capsys):
-    config = write_config(tmp_path / 'cfg.py', synthetic_root)
+    config = _train_only_config(tmp_path / 'cfg.py', synthetic_root)
     work_dir = tmp_path / 'work'
     _poison_backbone(
         monkeypatch, after=5, action=lambda: shutil.rmtree(work_dir))
