@@ -137,8 +137,7 @@ def test_ema_checkpoints_carry_and_test_the_averaged_weights(
     # models' detections are close; the same weights agree far closer (up
     # to the plain config's folded batch norms).
     same = (predictions['ema_config'] - predictions['plain_config']).abs()
-    other = (predictions['ema_config'] -
-             predictions['trained_weights']).abs()
+    other = (predictions['ema_config'] - predictions['trained_weights']).abs()
     assert same.max() < 1e-5
     assert other.max() > 10 * same.max()
 
@@ -152,7 +151,6 @@ def _scores(path) -> torch.Tensor:
     return torch.cat([
         torch.cat([
             torch.as_tensor(result['pred_instances']['scores']),
-            torch.as_tensor(result['pred_instances']['bboxes']).flatten() /
-            100
+            torch.as_tensor(result['pred_instances']['bboxes']).flatten() / 100
         ]) for result in sorted(results, key=lambda r: r['img_id'])
     ])

@@ -18,6 +18,22 @@ if [ "$NODE_RANK" -ge "$NNODES" ]; then
     exit 1
 fi
 require_count PORT "$PORT"
+# The first node's torchrun listens on PORT: if something else holds it,
+# say so here instead of torchrun's DistNetworkError traceback (bound with
+# SO_REUSEADDR, as torch binds, so a port in TIME_WAIT counts as free).
+if [ "$NODE_RANK" -eq 0 ] && ! "$PYTHON" -c "
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(('', int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+" "$PORT"; then
+    echo "error: PORT=$PORT is in use on this machine (another run?):" \
+        "set PORT to a free port (e.g. PORT=$((PORT + 1)))" >&2
+    exit 1
+fi
 
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \

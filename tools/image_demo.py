@@ -2,15 +2,20 @@
 with boxes, class names and scores drawn (mmdet's ``DetInferencer``).
 ``--weights`` is a checkpoint or an ``.onnx`` export, run by ONNX Runtime."""
 import argparse
+import os
 import os.path as osp
+import sys
 import warnings
+from typing import List, Tuple
 
+import mmcv
 from mmdet.apis import DetInferencer
 from mmengine.runner.amp import autocast
 
+from mmdet_cdetr.converters.checkpoint_format import check_checkpoint
 from mmdet_cdetr.registry import DATASETS
 from mmdet_cdetr.speedup import apply_configured_speedups
-from mmdet_cdetr.utils import (ArgumentError, InputNotFoundError,
+from mmdet_cdetr.utils import (ArgumentError, InputNotFoundError, UserError,
                                report_user_errors, warn_if_autocast_is_slow)
 from mmdet_cdetr.utils.config_options import read_config
 
@@ -47,11 +52,71 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+# What DetInferencer reads from a directory (mmdet's IMG_EXTENSIONS).
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif',
+                  '.tiff', '.webp')
+
+
+class SkippedImagesError(UserError):
+    """Some input images could not be read (the others were drawn)."""
+
+
+def list_images(inputs: str) -> List[str]:
+    """The image files of ``inputs`` (a file, or a directory searched as
+    DetInferencer searches it), or an error naming what is missing."""
+    if not osp.exists(inputs):
+        raise InputNotFoundError(f'no such image or directory: {inputs}')
+    if not osp.isdir(inputs):
+        return [inputs]
+    images = sorted(
+        osp.join(inputs, name) for name in os.listdir(inputs)
+        if name.lower().endswith(IMAGE_SUFFIXES)
+        and osp.isfile(osp.join(inputs, name)))
+    if not images:
+        raise InputNotFoundError(
+            f'no images in {inputs} (looked for {", ".join(IMAGE_SUFFIXES)} '
+            'files)')
+    return images
+
+
+def readable_images(images: List[str]) -> Tuple[List[str], List[str]]:
+    """``images`` split into those that decode and those that do not,
+    with one warning for each of the latter."""
+    readable, skipped = [], []
+    for path in images:
+        try:
+            with open(path, 'rb') as f:
+                ok = mmcv.imfrombytes(f.read()) is not None
+        except Exception:  # any decoder's refusal of the bytes
+            ok = False
+        if ok:
+            readable.append(path)
+        else:
+            skipped.append(path)
+            print(
+                f'warning: skipping {path}: not a readable image',
+                file=sys.stderr)
+    return readable, skipped
+
+
+def check_out_dir(out_dir: str) -> None:
+    """``--out-dir`` must be a directory or not exist yet."""
+    if osp.exists(out_dir) and not osp.isdir(out_dir):
+        raise ArgumentError(f'--out-dir {out_dir} is a file, not a '
+                            'directory: choose another output directory')
+
+
 def main(args: argparse.Namespace) -> None:
-    if not osp.exists(args.inputs):
-        raise InputNotFoundError(f'no such image or directory: {args.inputs}')
+    images = list_images(args.inputs)
+    check_out_dir(args.out_dir)
+    images, skipped = readable_images(images)
+    if not images:
+        raise InputNotFoundError(f'no readable image in {args.inputs} '
+                                 f'({len(skipped)} skipped)')
     cfg = read_config(args.config)
     weights = args.weights
+    if not weights.endswith('.onnx'):
+        check_checkpoint(weights)
     if weights.endswith('.onnx'):
         if args.amp:
             raise ArgumentError(
@@ -81,12 +146,19 @@ def main(args: argparse.Namespace) -> None:
         warn_if_autocast_is_slow(device_type)
     with autocast(device_type, enabled=args.amp):
         inferencer(
-            args.inputs,
+            images,
             batch_size=args.batch_size,
             out_dir=args.out_dir,
             pred_score_thr=args.pred_score_thr,
             no_save_pred=args.no_save_pred)
-    print(f'drawn images saved in {osp.join(args.out_dir, "vis")}')
+    vis_dir = osp.join(args.out_dir, 'vis')
+    print(f'{len(images)} drawn images saved in {vis_dir}')
+    if skipped:
+        shown = ', '.join(skipped[:3]) + (', ...' if len(skipped) > 3 else '')
+        raise SkippedImagesError(
+            f'{len(skipped)} of {len(images) + len(skipped)} images could '
+            f'not be read and were skipped ({shown}); the other '
+            f'{len(images)} are drawn in {vis_dir}')
 
 
 if __name__ == '__main__':

@@ -7,12 +7,12 @@ tests on each image and its horizontal flip (mmdet's ``DetTTAModel``).
 """
 import argparse
 import os
-import os.path as osp
 
 from mmengine.device import get_device
 
-from mmdet_cdetr.utils import (InputNotFoundError, add_runner_args,
-                               add_test_args, apply_test_args, build_runner,
+from mmdet_cdetr.converters.checkpoint_format import check_checkpoint
+from mmdet_cdetr.utils import (add_runner_args, add_test_args, apply_test_args,
+                               build_runner, check_launcher_environment,
                                finish_distributed, load_config,
                                report_user_errors, use_flip_tta,
                                warn_if_autocast_is_slow)
@@ -36,11 +36,12 @@ def parse_args() -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_launcher_environment(args.launcher, 'test')
     if 'LOCAL_RANK' not in os.environ:  # torch.distributed.launch
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = load_config(args)
-    if not osp.isfile(args.checkpoint):
-        raise InputNotFoundError(f'checkpoint not found: {args.checkpoint}')
+    # Damaged, or of another implementation: named before anything is built.
+    check_checkpoint(args.checkpoint)
     cfg.load_from = args.checkpoint
     apply_test_args(cfg, args)
     if args.amp:

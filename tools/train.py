@@ -5,9 +5,12 @@ import os
 import torch
 from mmengine.device import is_mlu_available, is_npu_available
 
+from mmdet_cdetr.engine.hooks import add_run_guards
 from mmdet_cdetr.utils import (ConfigError, add_runner_args, apply_resume,
-                               build_runner, finish_distributed, load_config,
-                               lock_work_dir, report_user_errors)
+                               build_runner, check_launcher_environment,
+                               finish_distributed, load_config, lock_work_dir,
+                               report_user_errors)
+from mmdet_cdetr.utils.config_options import check_training_values
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,6 +51,7 @@ def use_mixed_precision(optim_wrapper: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_launcher_environment(args.launcher, 'train')
     if 'LOCAL_RANK' not in os.environ:  # torch.distributed.launch
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = load_config(args)
@@ -59,6 +63,8 @@ def main(args: argparse.Namespace) -> None:
                               'base_batch_size, needed by --auto-scale-lr')
         cfg.auto_scale_lr.enable = True
     apply_resume(cfg, args.resume)
+    check_training_values(cfg)
+    add_run_guards(cfg)
     with lock_work_dir(cfg.work_dir, cfg.launcher):
         build_runner(cfg).train()
     finish_distributed()

@@ -23,7 +23,7 @@ from mmdet_cdetr.registry import MODELS
 from mmdet_cdetr.utils.checkpoint_file import check_output_path
 from mmdet_cdetr.utils.errors import (ArgumentError, CheckpointError,
                                       InputNotFoundError)
-from mmdet_cdetr.utils.torch_compat import load_weights_only
+from .checkpoint_format import read_checkpoint
 from .coco_labels import COCO_CLASSES
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / 'configs'
@@ -172,15 +172,11 @@ def finish(conversion: Conversion,
     return report
 
 
-def load_checkpoint_file(path: str,
-                         extra_globals: Optional[list] = None) -> dict:
-    """``torch.load`` a checkpoint weights-only (where torch can restrict
-    it: :func:`~mmdet_cdetr.utils.torch_compat.load_weights_only`), with
-    ``extra_globals`` allowed for this load; a missing file is reported as
-    such."""
-    if not Path(path).is_file():
-        raise InputNotFoundError(f'checkpoint not found: {path}')
-    return load_weights_only(path, extra_globals=extra_globals)
+def load_checkpoint_file(path: str) -> dict:
+    """A checkpoint loaded with ``weights_only=True``
+    (:func:`~.checkpoint_format.read_checkpoint`): a missing or damaged
+    file is reported as such."""
+    return read_checkpoint(path)
 
 
 def zoo_config(depth: int, dc5: bool = False) -> str:

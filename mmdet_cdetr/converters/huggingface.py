@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from mmdet_cdetr.utils.errors import CheckpointError, InputNotFoundError
+from .checkpoint_format import HUGGINGFACE, require_format
 from .coco_labels import rows_from_id2label, select_classifier_rows
 from .common import (Conversion, Rule, load_checkpoint_file, rename,
                      resnet_depth, zoo_config)
@@ -147,6 +148,7 @@ def load_huggingface(
         state_dict = load_file(str(path))
     else:
         state_dict = load_checkpoint_file(str(path))
+    require_format(str(path), state_dict, (HUGGINGFACE, ))
     return state_dict, config
 
 

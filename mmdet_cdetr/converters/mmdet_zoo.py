@@ -11,12 +11,14 @@ from typing import Dict, Tuple
 from torch import Tensor
 
 from mmdet_cdetr.utils.errors import CheckpointError
+from .checkpoint_format import MMDET, OURS, require_format
 from .common import Conversion, load_checkpoint_file
 
 
 def load_mmdet(path: str) -> Tuple[Dict[str, Tensor], dict]:
     """State dict and meta of an MMEngine checkpoint."""
     checkpoint = load_checkpoint_file(path)
+    require_format(path, checkpoint, (MMDET, OURS))
     if 'state_dict' not in checkpoint:
         raise CheckpointError(f'{path} has no "state_dict" entry (keys: '
                               f'{", ".join(map(str, checkpoint))}): not an '

@@ -13,7 +13,6 @@ DC5 changes no parameter, so a DC5 checkpoint converts like the plain one
 (evaluate it with the DC5 config). Checkpoints of the ``GroupDETR`` branch
 (``--group_detr K``) differ only in ``query_embed``: K groups of 300 rows.
 """
-import argparse
 import re
 from typing import Dict, List
 
@@ -21,6 +20,7 @@ from mmengine.config import Config
 from torch import Tensor
 
 from mmdet_cdetr.utils.errors import CheckpointError
+from .checkpoint_format import OFFICIAL, OFFICIAL_GROUP_DETR, require_format
 from .coco_labels import COCO_CATEGORY_IDS, select_classifier_rows
 from .common import (Conversion, Rule, load_checkpoint_file, rename,
                      resnet_depth)
@@ -74,10 +74,11 @@ RULES: List[Rule] = [
 
 
 def load_official(path: str) -> Dict[str, Tensor]:
-    """The ``model`` state dict of an official checkpoint. Training
-    checkpoints also hold ``args`` (an ``argparse.Namespace``), which is
-    allowed for this load only."""
-    checkpoint = load_checkpoint_file(path, [argparse.Namespace])
+    """The ``model`` state dict of an official checkpoint (of the main
+    branch or the GroupDETR one). Training checkpoints also hold ``args``
+    (an ``argparse.Namespace``), which is allowed for this load only."""
+    checkpoint = load_checkpoint_file(path)
+    require_format(path, checkpoint, (OFFICIAL, OFFICIAL_GROUP_DETR))
     if 'model' not in checkpoint:
         raise CheckpointError(f'{path} has no "model" entry (keys: '
                               f'{", ".join(map(str, checkpoint))}): not a '

@@ -9,7 +9,6 @@ anything is loaded.
 """
 import logging
 import os.path as osp
-import pickle
 import zipfile
 from typing import List, Optional, Sequence
 
@@ -18,9 +17,7 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from torch import nn
 
-from .checkpoint_safety import refused_checkpoint
-from .errors import ArgumentError, CheckpointError
-from .torch_compat import load_weights_only
+from .errors import ArgumentError, CheckpointError, InputNotFoundError
 
 # What torch.save writes first in its pre-1.6 (non-zip) format: protocol 2,
 # then the pickled magic number 0x1950a86a20f9469cfc6c.
@@ -34,7 +31,7 @@ class InvalidCheckpointError(CheckpointError):
 def check_checkpoint_file(path: str) -> None:
     """Raise unless ``path`` is a complete PyTorch checkpoint file."""
     if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
+        raise InputNotFoundError(f'checkpoint not found: {path}')
     size = osp.getsize(path)
     if size == 0:
         raise InvalidCheckpointError(
@@ -137,14 +134,15 @@ def check_checkpoint_fits(model: nn.Module, path: str) -> None:
     keys and shapes (as MMEngine loads it: under ``state_dict``, without a
     ``module.`` prefix). A classifier of another class count is left to
     the head, whose message says so. Unpickling is refused as
-    ``torch.load`` with ``weights_only=True`` refuses it, naming the file.
+    ``torch.load`` with ``weights_only=True`` refuses it, naming the file,
+    and a checkpoint of another implementation is named with its
+    converter (:mod:`mmdet_cdetr.converters.checkpoint_format`).
     """
-    try:
-        checkpoint = load_weights_only(path, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as err:
-        raise refused_checkpoint(path, err) from err
-    state = checkpoint.get('state_dict', checkpoint) if isinstance(
-        checkpoint, dict) else {}
+    from mmdet_cdetr.converters.checkpoint_format import (check_loadable,
+                                                          read_checkpoint)
+    checkpoint = read_checkpoint(path)
+    found = check_loadable(path, checkpoint)
+    state = checkpoint.get('state_dict', checkpoint)
     theirs = {
         key[len('module.'):] if key.startswith('module.') else key: value
         for key, value in state.items() if isinstance(value, torch.Tensor)
@@ -162,11 +160,13 @@ def check_checkpoint_fits(model: nn.Module, path: str) -> None:
         shown = '; '.join(differences[:_SHOWN])
         more = (f' (and {len(differences) - _SHOWN} more)'
                 if len(differences) > _SHOWN else '')
+        what = ('made for another architecture or config?'
+                if found.loads_directly or found.name == 'unknown' else
+                f'{found.description}')
         raise CheckpointError(
-            f'checkpoint {path} does not fit the model of this config (made '
-            f'for another architecture or config?): {shown}{more}; convert '
-            'checkpoints of other implementations with '
-            'tools/model_converters/')
+            f'checkpoint {path} does not fit the model of this config '
+            f'({what}): {shown}{more}; convert checkpoints of other '
+            'implementations with tools/model_converters/')
 
 
 def _listed(kind: str, keys: List[str]) -> List[str]:

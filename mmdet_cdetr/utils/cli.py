@@ -7,7 +7,7 @@ import pickle
 import re
 import sys
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, List, Optional, Set
 
 import torch
 import torch.distributed as dist
@@ -18,7 +18,7 @@ from mmengine.runner import Runner
 from .checkpoint_file import check_checkpoint_file, checkpoint_to_load
 from .checkpoint_safety import refused_checkpoint
 from .config_options import check_cfg_options, read_config
-from .errors import UserError
+from .errors import ArgumentError, UserError
 from .work_dir_lock import ensure_writable
 
 
@@ -73,9 +73,11 @@ def report_user_errors(
     ``error: ...`` on stderr and exit status 1 (130 for Ctrl-C), and the
     user errors of other libraries we recognise: a config's syntax error, a
     type missing from a registry, a refused pickle, an unexpected keyword
-    argument from a ``--cfg-options`` key. Any other exception is a bug and
-    keeps its traceback. Set ``MMDET_CDETR_TRACEBACK=1`` to see the
-    traceback of a user error too.
+    argument from a ``--cfg-options`` key, and those of
+    :data:`OUTSIDE_ERRORS` (a file missing while a config is read, the
+    optimizer's and the schedulers' argument checks). Any other exception
+    is a bug and keeps its traceback. Set ``MMDET_CDETR_TRACEBACK=1`` to
+    see the traceback of a user error too.
 
     Args:
         checkpoint: The checkpoint the command loads, named when torch
@@ -95,11 +97,62 @@ def report_user_errors(
         sys.exit(1)
 
 
+# Errors of other libraries that we know how to name: the type, the module
+# it comes from (a path fragment), whether that module must have raised it
+# (False: it may be anywhere on the stack) and what the error is about.
+# Each exception of the chain counts: registry builds re-raise an argument
+# error as a new exception of the same type.
+OUTSIDE_ERRORS = (
+    (FileNotFoundError, 'mmengine/config/', False, 'config'),
+    (ValueError, 'torch/optim/', True,
+     'optimizer argument (optim_wrapper.optimizer)'),
+    (ValueError, 'mmengine/optim/scheduler/', True,
+     'learning-rate or momentum schedule (param_scheduler)'),
+)
+
+
+def _frames(err: BaseException) -> List[str]:
+    """The files of ``err``'s traceback, outermost first."""
+    files, tb = [], err.__traceback__
+    while tb is not None:
+        files.append(tb.tb_frame.f_code.co_filename.replace(os.sep, '/'))
+        tb = tb.tb_next
+    return files
+
+
+def _comes_from(err: BaseException, fragment: str, raiser: bool) -> bool:
+    """Whether ``err`` or an exception it was raised from (or while
+    handling) comes from code whose path holds ``fragment``."""
+    seen: Set[int] = set()
+    current: Optional[BaseException] = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        files = _frames(current)
+        if raiser and files and fragment in files[-1]:
+            return True
+        if not raiser and any(fragment in file for file in files):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _outside_error(err: Exception) -> str:
+    """The one-line report of an error of another library that
+    :data:`OUTSIDE_ERRORS` names, or ''."""
+    for kind, fragment, raiser, what in OUTSIDE_ERRORS:
+        if isinstance(err, kind) and _comes_from(err, fragment, raiser):
+            return f'{what}: {_summary(err)}'
+    return ''
+
+
 def _user_message(err: Exception, checkpoint: Optional[str],
                   cfg_options: Iterable) -> str:
     """The one-line report of a user error, '' for any other exception."""
     if isinstance(err, UserError):
         return _summary(err)
+    outside = _outside_error(err)
+    if outside:
+        return outside
     if isinstance(err, SyntaxError):
         return _syntax_error(err)
     if isinstance(err, TypeError):
@@ -130,6 +183,30 @@ def prepare_cpu_distributed(cfg: Config) -> None:
             device_ids=None,
             broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+# What each launcher of ``--launcher`` needs in the environment, and the
+# script of ours that provides it ({tool} is train or test).
+_LAUNCHER_ENVIRONMENT = dict(
+    pytorch=(('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+             'tools/dist_{tool}.sh (it runs torchrun)'),
+    slurm=(('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
+           'tools/slurm_{tool}.sh'),
+    mpi=(('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE'), 'mpirun'))
+
+
+def check_launcher_environment(launcher: str, tool: str = 'train') -> None:
+    """Raise :class:`~mmdet_cdetr.utils.errors.ArgumentError` when
+    ``--launcher`` is given without the environment its launcher sets
+    (torch would fail with "environment variable RANK expected")."""
+    needed, how = _LAUNCHER_ENVIRONMENT.get(launcher, ((), ''))
+    missing = [name for name in needed if name not in os.environ]
+    if missing:
+        raise ArgumentError(
+            f'--launcher {launcher} needs the environment its launcher sets '
+            f'({", ".join(missing)} not set): start it with '
+            f'{how.format(tool=tool)}, or leave --launcher out for one '
+            'process')
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:

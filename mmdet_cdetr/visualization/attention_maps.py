@@ -30,6 +30,7 @@ from mmdet.utils import get_test_pipeline_cfg
 from mmengine.config import Config
 from torch import Tensor, nn
 
+from mmdet_cdetr.converters.checkpoint_format import check_checkpoint
 from mmdet_cdetr.models.layers import ConditionalAttention
 from mmdet_cdetr.registry import DATASETS
 from mmdet_cdetr.utils import init_weights_quietly
@@ -105,6 +106,7 @@ def load_detector(config: Union[str, Config],
     initialised as for training and classes are named after the config's
     data set (``init_detector`` would name COCO's)."""
     if checkpoint is not None:
+        check_checkpoint(checkpoint)
         return init_detector(config, checkpoint, device=device)
     # init_detector warns that it names COCO's classes; ours are set below.
     with warnings.catch_warnings(record=True):

@@ -28,6 +28,7 @@ from mmdet_cdetr.analysis.benchmark import (build_detector,
 from mmdet_cdetr.analysis.inference_speed import (format_latency_table,
                                                   pytorch_inference,
                                                   time_interleaved)
+from mmdet_cdetr.converters.checkpoint_format import check_checkpoint
 from mmdet_cdetr.deployment import OPTIMIZATION_LEVELS, OrtRunner
 from mmdet_cdetr.speedup import apply_configured_speedups
 from mmdet_cdetr.utils import report_user_errors
@@ -97,6 +98,7 @@ def main(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     model = build_detector(args.config, device)
     if args.checkpoint:
+        check_checkpoint(args.checkpoint)
         load_checkpoint(model, args.checkpoint, map_location=device)
     inputs, samples = make_batch(model, args.batch_size, tuple(args.shape), 0,
                                  model.bbox_head.num_classes, False)

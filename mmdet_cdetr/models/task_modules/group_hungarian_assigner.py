@@ -2,11 +2,12 @@ from typing import Optional
 
 import numpy as np
 import torch
-from mmdet.models.task_modules import AssignResult, HungarianAssigner
+from mmdet.models.task_modules import AssignResult
 from mmengine.structures import InstanceData
 from scipy.optimize import linear_sum_assignment
 
 from mmdet_cdetr.registry import TASK_UTILS
+from .hungarian_assigner import HungarianAssigner
 
 
 @TASK_UTILS.register_module()
@@ -25,7 +26,7 @@ class GroupHungarianAssigner(HungarianAssigner):
     The match costs (``match_costs``, as :class:`HungarianAssigner`) are
     computed once for all groups; only the Hungarian algorithm runs per group,
     on its own ``(N, num_gts)`` slice. With K = 1 this is
-    :class:`HungarianAssigner`.
+    :class:`HungarianAssigner` (ours: non-finite costs are made finite).
     """
 
     def assign(self,
