@@ -43,7 +43,7 @@ default_hooks = dict(
 # for testing batch norms folded into convolutions; docs/speed.md). 'auto':
 # only on the CPU, where they were measured to pay; True/False force them.
 custom_hooks = [
-    dict(type='NumClassCheckHook'),
+    dict(type='ClassCountCheckHook'),
     dict(type='CheckpointFitHook'),
     dict(type='FineTuneHook'),
     dict(type='RandomStateHook'),

@@ -375,7 +375,7 @@ def test_image_is_decoded_in_the_orientation_its_annotation_describes(
     monkeypatch.setattr(load_image, 'print_log',
                         lambda message, **kwargs: warnings.append(message))
     load = TRANSFORMS.build(dict(type='LoadImageFromFile'))
-    assert isinstance(load, load_image.LoadImageFromFile)
+    assert isinstance(load, load_image.CheckedLoadImageFromFile)
     shown = load(dict(img_path=str(path), height=64, width=32))
     assert shown['img'].shape[:2] == (64, 32) and not warnings
     stored = load(dict(img_path=str(path), height=32, width=64))

@@ -582,7 +582,7 @@ def test_damaged_jpeg_is_named(tmp_path, monkeypatch, capfd):
     monkeypatch.setattr(
         load_image, 'print_log', lambda message, **kwargs: messages.append(
             (message, kwargs)))
-    loader = load_image.LoadImageFromFile()
+    loader = load_image.CheckedLoadImageFromFile()
     for _ in range(2):
         loaded = loader.transform(dict(img_path=str(damaged)))
         assert loaded['img'].shape == (64, 64, 3)
@@ -593,7 +593,7 @@ def test_damaged_jpeg_is_named(tmp_path, monkeypatch, capfd):
                               'JPEG data'), message
     assert kwargs['level'] == logging.WARNING
     assert 'Corrupt JPEG' not in capfd.readouterr().err  # not anonymously
-    strict = load_image.LoadImageFromFile(refuse_damaged=True)
+    strict = load_image.CheckedLoadImageFromFile(refuse_damaged=True)
     with pytest.raises(
             load_image.DamagedImageError, match=f'image {damaged} is damaged'):
         strict.transform(dict(img_path=str(damaged)))
@@ -606,5 +606,6 @@ def test_sound_jpeg_is_not_reported(tmp_path, monkeypatch):
     path = tmp_path / 'sound.jpg'
     path.write_bytes(
         cv2.imencode('.jpg', np.zeros((32, 32, 3), np.uint8))[1].tobytes())
-    loaded = load_image.LoadImageFromFile().transform(dict(img_path=str(path)))
+    loaded = load_image.CheckedLoadImageFromFile().transform(
+        dict(img_path=str(path)))
     assert loaded['img'].shape == (32, 32, 3) and messages == []

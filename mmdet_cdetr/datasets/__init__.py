@@ -1,9 +1,9 @@
-from .coco import CocoDataset
+from .coco import CheckedCocoDataset
 from .synthetic_coco import CLASSES as SYNTHETIC_CLASSES
 from .synthetic_coco import make_synthetic_coco
-from .transforms import ImageSizeError, LoadImageFromFile
+from .transforms import CheckedLoadImageFromFile, ImageSizeError
 
 __all__ = [
-    'CocoDataset', 'ImageSizeError', 'LoadImageFromFile', 'SYNTHETIC_CLASSES',
-    'make_synthetic_coco'
+    'CheckedCocoDataset', 'ImageSizeError', 'CheckedLoadImageFromFile',
+    'SYNTHETIC_CLASSES', 'make_synthetic_coco'
 ]

@@ -38,8 +38,8 @@ class _ClassOrderCOCO(COCO):
         return super().get_cat_ids(cat_names, sup_names, cat_ids)
 
 
-@DATASETS.register_module()
-class CocoDataset(MMDetCocoDataset):
+@DATASETS.register_module(name=['CheckedCocoDataset', 'CocoDataset'])
+class CheckedCocoDataset(MMDetCocoDataset):
     """mmdet's ``CocoDataset``, checked before training and with errors that
     name the file at fault.
 

@@ -1,3 +1,3 @@
-from .coco_metric import CocoMetric
+from .coco_metric import ClassOrderCocoMetric
 
-__all__ = ['CocoMetric']
+__all__ = ['ClassOrderCocoMetric']

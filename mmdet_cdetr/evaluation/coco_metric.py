@@ -6,8 +6,8 @@ from mmdet_cdetr.datasets.coco import cat_ids_in_class_order
 from mmdet_cdetr.registry import METRICS
 
 
-@METRICS.register_module()
-class CocoMetric(MMDetCocoMetric):
+@METRICS.register_module(name=['ClassOrderCocoMetric', 'CocoMetric'])
+class ClassOrderCocoMetric(MMDetCocoMetric):
     """mmdet's ``CocoMetric`` (same arguments) reading label ``i`` as
     ``dataset_meta['classes'][i]``, as our ``CocoDataset`` numbers them.
 

@@ -110,13 +110,14 @@ def use_flip_tta(cfg: Config) -> None:
 def use_coco_metric(cfg: Config, metrics: list) -> None:
     """Evaluate ``metrics`` with CocoMetric on the test annotation file."""
     evaluator = cfg.test_evaluator
-    coco_types = ('CocoMetric', 'mmdet.CocoMetric', 'mmdet_cdetr.CocoMetric')
+    coco_types = ('CocoMetric', 'mmdet.CocoMetric', 'mmdet_cdetr.CocoMetric',
+                  'ClassOrderCocoMetric', 'mmdet_cdetr.ClassOrderCocoMetric')
     if isinstance(evaluator, dict) and evaluator.get('type') in coco_types:
         evaluator.metric = metrics
         return
     dataset = cfg.test_dataloader.dataset
     cfg.test_evaluator = ConfigDict(
-        type='mmdet_cdetr.CocoMetric',
+        type='mmdet_cdetr.ClassOrderCocoMetric',
         ann_file=osp.join(dataset.get('data_root', ''), dataset.ann_file),
         metric=metrics,
         format_only=False)

@@ -1,3 +1,3 @@
-from .load_image import ImageSizeError, LoadImageFromFile
+from .load_image import CheckedLoadImageFromFile, ImageSizeError
 
-__all__ = ['ImageSizeError', 'LoadImageFromFile']
+__all__ = ['ImageSizeError', 'CheckedLoadImageFromFile']

@@ -61,8 +61,9 @@ class _DecoderOutput:
         return '; '.join(line.strip() for line in ours), others
 
 
-@TRANSFORMS.register_module()
-class LoadImageFromFile(MMCVLoadImageFromFile):
+@TRANSFORMS.register_module(
+    name=['CheckedLoadImageFromFile', 'LoadImageFromFile'])
+class CheckedLoadImageFromFile(MMCVLoadImageFromFile):
     """mmcv's ``LoadImageFromFile`` (same arguments), decoding an image in
     the orientation its annotation's ``width`` and ``height`` describe.
 

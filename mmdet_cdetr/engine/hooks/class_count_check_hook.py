@@ -9,8 +9,8 @@ _LOOPS = (('train', '_train_loop'), ('val', '_val_loop'), ('test',
                                                            '_test_loop'))
 
 
-@HOOKS.register_module()
-class NumClassCheckHook(Hook):
+@HOOKS.register_module(name=['ClassCountCheckHook', 'NumClassCheckHook'])
+class ClassCountCheckHook(Hook):
     """The head's ``num_classes`` must equal the number of classes of every
     data set the run uses, checked before the run starts.
 
