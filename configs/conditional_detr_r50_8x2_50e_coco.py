@@ -14,7 +14,7 @@ model = dict(
     # Each test image gets the detections it gets alone, whatever else is in
     # its batch (its backbone features are computed at its own size), so a
     # test batch of several images gives the AP of batch 1.
-    batch_independent_inference=True,
+    test_cfg=dict(batch_independent=True),
     decoder=dict(
         layer_cfg=dict(
             # As released: dropout 0.1 on the attention weights and on each

@@ -35,28 +35,30 @@ class ConditionalDETR(DETR):
 
     Args:
         num_query_groups: Number of query groups K (1: Conditional DETR).
-        batch_independent_inference: In inference, compute each image's
-            backbone features at the image's own size and pad the features
-            instead of the images, with the transformer's padding mask at
-            exactly each image's feature extent: every image then gets the
-            detections it gets alone, whatever else is in its batch.
-            Without it (mmdet's way) the backbone reads the batch padding
-            near each image's bottom and right edges, and the mask is
-            resampled from the image size, so results depend on the batch.
-        **kwargs: :class:`mmdet.models.detectors.DETR`'s arguments.
+        **kwargs: :class:`mmdet.models.detectors.DETR`'s arguments. With
+            ``test_cfg.batch_independent=True`` inference computes each
+            image's backbone features at the image's own size and pads the
+            features instead of the images, with the transformer's padding
+            mask at exactly each image's feature extent: every image then
+            gets the detections it gets alone, whatever else is in its
+            batch. Without it (mmdet's way) the backbone reads the batch
+            padding near each image's bottom and right edges and the mask
+            is resampled from the image size, so results depend on the
+            batch. (A ``test_cfg`` key, which mmdet's heads ignore, so that
+            configs of mmdet's models can inherit ours.)
     """
 
     def __init__(self,
                  *args,
                  num_query_groups: int = 1,
-                 batch_independent_inference: bool = False,
                  **kwargs) -> None:
         if num_query_groups < 1:
             raise ConfigError('num_query_groups must be a positive integer, '
                               f'got {num_query_groups}.')
         self.num_query_groups = num_query_groups
-        self.batch_independent_inference = batch_independent_inference
         super().__init__(*args, **kwargs)
+        self.batch_independent_inference = bool(
+            (self.test_cfg or {}).get('batch_independent', False))
         assigner = getattr(self.bbox_head, 'assigner', None)
         if num_query_groups > 1 and not isinstance(assigner,
                                                    GroupHungarianAssigner):
