@@ -38,10 +38,12 @@ class End2EndDetector(nn.Module):
     def forward(self, inputs: Tensor) -> Tuple[Tensor, Tensor]:
         height, width = inputs.shape[-2:]
         # The image fills the input: mmdet's DETR then builds no padding
-        # mask, whatever the size, so no branch freezes at trace time.
-        sample = DetDataSample(
-            metainfo=dict(
-                img_shape=(height, width), batch_input_shape=(height, width)))
+        # mask, whatever the size, so no branch freezes at trace time. Set
+        # field by field: ``metainfo=`` deep-copies, which torch 2.1's
+        # tracer refuses for the traced sizes.
+        sample = DetDataSample()
+        for name in ('img_shape', 'batch_input_shape'):
+            sample.set_field((height, width), name, field_type='metainfo')
         head_inputs = self.detector.forward_transformer(
             self.detector.extract_feat(inputs), [sample])
         cls_scores, bbox_preds = self.detector.bbox_head(

@@ -16,7 +16,7 @@ import numpy as np
 from mmengine.logging import HistoryBuffer
 
 from .errors import CheckpointError
-from .torch_compat import add_safe_globals
+from .torch_compat import SAFE_WEIGHTS_ONLY_LOAD, add_safe_globals
 
 
 def history_buffer_method(obj: Any, name: str) -> Any:
@@ -31,7 +31,9 @@ def history_buffer_method(obj: Any, name: str) -> Any:
 
 def _numpy_globals() -> list:
     """numpy objects that pickled arrays, scalars and dtypes refer to."""
-    core = getattr(np, '_core', None) or np.core
+    # numpy 2 renamed its core package (numpy 1.26 has a stub of the name).
+    numpy_2 = np.lib.NumpyVersion(np.__version__) >= '2.0.0'
+    core = np._core if numpy_2 else np.core
     found = [
         np.ndarray, np.dtype, core.multiarray._reconstruct,
         core.multiarray.scalar
@@ -43,6 +45,8 @@ def _numpy_globals() -> list:
 def allow_mmengine_checkpoints() -> bool:
     """Add MMEngine's checkpoint contents to torch's safe globals; returns
     whether this torch can hold them."""
+    if not SAFE_WEIGHTS_ONLY_LOAD:
+        return False
     # Instantiating one buffer registers the built-in statistics methods.
     HistoryBuffer()
     return add_safe_globals([HistoryBuffer] + _numpy_globals() + [
