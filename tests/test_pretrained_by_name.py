@@ -14,7 +14,7 @@ import json
 import pickle
 import threading
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 from urllib.parse import urlparse
 
 import mmcv
@@ -107,13 +107,15 @@ def weights(hf_reference, tiny_coco_config, tmp_path_factory) -> dict:
         convert_huggingface(hub, coco_id2label()), tiny_coco_config,
         tmp / 'hand_hf.pth')
     torch.save(hub, tmp / 'pytorch_model.bin')
-    _official_file(root / DETR_PATH[1:], {
-        key: value
-        for key, value in official.items()
-        if 'ref_point_head' not in key and 'query_scale' not in key
-    })
-    _official_file(root / GROUP_PATH[1:],
-                   dict(official, **{'query_embed.weight': torch.ones(600, 64)}))
+    _official_file(
+        root / DETR_PATH[1:], {
+            key: value
+            for key, value in official.items()
+            if 'ref_point_head' not in key and 'query_scale' not in key
+        })
+    _official_file(
+        root / GROUP_PATH[1:],
+        dict(official, **{'query_embed.weight': torch.ones(600, 64)}))
     return dict(
         root=root,
         tmp=tmp,
@@ -216,8 +218,8 @@ def test_metafile_names_the_released_checkpoints():
     'conditional_detr_r50_8x2_50e_coco',
     'conditional_detr_r50_8x2_50e_coco_mmdet'
 ])
-def test_inferencer_by_name_without_weights(name, weights, server,
-                                            redirected, torch_home):
+def test_inferencer_by_name_without_weights(name, weights, server, redirected,
+                                            torch_home):
     images = _images()
     by_name = _inferencer(name)
     assert by_name.model.dataset_meta['classes'] == COCO_CLASSES
@@ -244,8 +246,8 @@ def test_huggingface_by_url_and_path(weights, server, torch_home):
 
 @pytest.mark.parametrize('path, needles', [
     (GROUP_PATH, ('GroupDETR branch', 'official2mmdet.py')),
-    (DETR_PATH, ('DETR checkpoint of its official repository',
-                 'not Conditional DETR')),
+    (DETR_PATH,
+     ('DETR checkpoint of its official repository', 'not Conditional DETR')),
 ])
 def test_unsupported_format_by_url_is_named(path, needles, weights, server,
                                             torch_home):
@@ -253,6 +255,18 @@ def test_unsupported_format_by_url_is_named(path, needles, weights, server,
         _inferencer(weights['config'], server.url + path)
     for needle in needles:
         assert needle in str(err.value)
+
+
+def test_huggingface_of_other_classes_is_refused():
+    from mmdet_cdetr.converters.in_memory import as_ours
+    state = {
+        'model.backbone.conv_encoder.model.conv1.weight': torch.zeros(1),
+        'model.decoder.ref_point_head.layers.0.weight': torch.zeros(1),
+        'model.query_position_embeddings.weight': torch.zeros(1),
+        'class_labels_classifier.weight': torch.zeros(3, 4),
+    }
+    with pytest.raises(CheckpointError, match='3 class logits.*--hf-config'):
+        as_ours(state, 'pytorch_model.bin')
 
 
 def test_a_failed_download_is_named(weights, server, torch_home):
@@ -356,14 +370,15 @@ def test_image_demo_with_weights_url(weights, server, torch_home, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     # the demo's own speed-ups, by hand
     inferencer = _inferencer(
-        weights['config'], weights['hand']['conditional_detr_r50_8x2_50e_coco'])
+        weights['config'],
+        weights['hand']['conditional_detr_r50_8x2_50e_coco'])
     apply_configured_speedups(
         inferencer.model,
         Config.fromfile(weights['config']).get('custom_hooks'),
         inference=True)
     expected = _predictions(inferencer,
                             [str(image_dir / f'{i}.png') for i in range(2)])
-    got: Dict = []
+    got = []
     for i in range(2):
         pred = json.loads((out_dir / f'preds/{i}.json').read_text())
         got.append(
@@ -395,10 +410,9 @@ default_hooks = dict(
     checkpoint=dict(by_epoch=False, interval=2), logger=dict(interval=1))
 """)
     work_dir = tmp_path / 'work'
-    result = run_tool(
-        ['tools/train.py', config, '--work-dir',
-         str(work_dir)],
-        env=_tool_env(torch_home))
+    result = run_tool(['tools/train.py', config, '--work-dir',
+                       str(work_dir)],
+                      env=_tool_env(torch_home))
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert 'converted to this project\'s names in memory' in output

@@ -84,8 +84,8 @@ def _download(url: str) -> str:
         torch.hub.download_url_to_file(url, path, progress=os.isatty(2))
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, 'reason', None) or err
-        raise CheckpointError(f'cannot download checkpoint {url}: {reason}'
-                              ) from err
+        raise CheckpointError(
+            f'cannot download checkpoint {url}: {reason}') from err
     return path
 
 
@@ -104,7 +104,8 @@ def is_safetensors(path: str) -> bool:
     return struct.unpack('<Q', head[:8])[0] < osp.getsize(path)
 
 
-def read_any(path: str, map_location: Any = 'cpu',
+def read_any(path: str,
+             map_location: Any = 'cpu',
              mmap: Optional[bool] = None) -> dict:
     """A checkpoint file (PyTorch or safetensors) as a dict, loaded
     weights-only (:func:`~.checkpoint_format.read_checkpoint`)."""
@@ -135,11 +136,11 @@ def _convert_huggingface(state: Mapping, source: str) -> dict:
     logits = len(state.get('class_labels_classifier.weight', ()))
     if logits != len(coco_id2label()):
         raise CheckpointError(
-            f'{source} is {HUGGINGFACE.description} with {logits} class '
-            'logits, not the 91 COCO logits of the released models: which '
-            'logit is which class is in its config.json; convert it with '
-            f'python tools/model_converters/{HUGGINGFACE.converter} '
-            f'{source} OUT.pth --hf-config config.json')
+            f'it has {logits} class logits, not the 91 COCO logits of the '
+            'released models, and which is which class is in its '
+            'config.json: convert it with python tools/model_converters/'
+            f'{HUGGINGFACE.converter} {source} OUT.pth --hf-config '
+            'config.json')
     return convert_huggingface(dict(state), coco_id2label()).state_dict
 
 
@@ -178,11 +179,17 @@ def as_ours(checkpoint: Mapping, source: str) -> Mapping:
     convert = _CONVERTERS.get(found.name)
     if convert is None:
         raise CheckpointError(found.advice(source))
-    state = convert(state_dict_of(checkpoint), source)
+    try:
+        state = convert(state_dict_of(checkpoint), source)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f'{source} is {found.description}, which does not convert to '
+            f'this project\'s names: {err}') from err
     add_bn_counters(state)
     print_log(
         f'{source} is {found.description}: converted to this project\'s '
-        'names in memory', logger='current')
+        'names in memory',
+        logger='current')
     return dict(
         meta=dict(
             dataset_meta=dict(classes=COCO_CLASSES),
