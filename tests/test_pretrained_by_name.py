@@ -242,6 +242,10 @@ def test_huggingface_by_url_and_path(weights, server, torch_home):
     for source in (server.url + HF_PATH, weights['hf_bin']):
         got = _predictions(_inferencer(weights['config'], source), images)
         assert_same_detections(got, expected)
+    # every HuggingFace model's file is model.safetensors: not one cache name
+    cached = Path(cache_path(server.url + HF_PATH))
+    assert cached.name == 'microsoft_conditional-detr-tiny_model.safetensors'
+    assert cached.is_file() and str(cached).startswith(str(torch_home))
 
 
 @pytest.mark.parametrize('path, needles', [

@@ -34,6 +34,8 @@ from .checkpoint_format import (HUGGINGFACE, OFFICIAL, checkpoint_format,
 from .coco_labels import COCO_CATEGORY_IDS, COCO_CLASSES
 
 URL_SCHEMES = ('http://', 'https://')
+# Weights file names shared by every HuggingFace model.
+GENERIC_NAMES = ('model.safetensors', 'pytorch_model.bin')
 # Conditional DETR formats converted as they are loaded.
 CONVERTED_ON_LOAD = (OFFICIAL.name, HUGGINGFACE.name)
 # BatchNorm statistics without a batch counter (the sources' frozen
@@ -50,8 +52,14 @@ def is_url(path: str) -> bool:
 def cache_path(url: str) -> str:
     """Where a download of ``url`` is kept: the file name of the URL in
     torch.hub's ``checkpoints`` directory, as MMEngine's (and torch's)
-    ``load_url`` keeps it, so either finds the other's download."""
-    name = osp.basename(urlparse(url).path)
+    ``load_url`` keeps it, so either finds the other's download. The
+    file names every HuggingFace model has (``model.safetensors``) get the
+    URL's path as a prefix, so that two models do not share a cached
+    file."""
+    path = urlparse(url).path
+    name = osp.basename(path)
+    if name in GENERIC_NAMES:
+        name = '_'.join(part for part in path.split('/') if part)
     return osp.join(torch.hub.get_dir(), 'checkpoints', name)
 
 
