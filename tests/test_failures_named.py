@@ -439,26 +439,34 @@ def _official_checkpoint(path):
 
 def test_official_checkpoint_given_to_the_tools_is_named(
         synthetic_root, tmp_path, monkeypatch, capsys):
+    """The tools convert official checkpoints as they load them; one that
+    does not convert (this one has a single class logit) is named, and the
+    zoo converter names the converter to use."""
     official = _official_checkpoint(tmp_path / 'official.pth')
     config = write_config(tmp_path / 'cfg.py', synthetic_root)
-    needle = (f'error: {official} is a checkpoint of the official Conditional '
-              'DETR repository (Atten4Vis/ConditionalDETR): convert it first '
-              'with python tools/model_converters/official2mmdet.py '
+    described = (f'error: {official} is a checkpoint of the official '
+                 'Conditional DETR repository (Atten4Vis/ConditionalDETR)')
+    advice = (f'{described}: convert it first with python '
+              'tools/model_converters/official2mmdet.py '
               f'{official} OUT.pth')
+    not_converted = (f'{described}, which does not convert to this '
+                     'project\'s names: the classifier has 1 logits')
     runs = [
-        ('test.py', config, official, '--work-dir', tmp_path / 'test'),
-        ('model_converters/mmdet_zoo2mmdet.py', official, tmp_path / 'o.pth'),
-        ('deployment/pytorch2onnx.py', config, official, '--out',
-         tmp_path / 'm.onnx'),
+        ('test.py', not_converted, config, official, '--work-dir',
+         tmp_path / 'test'),
+        ('model_converters/mmdet_zoo2mmdet.py', advice, official,
+         tmp_path / 'o.pth'),
+        ('deployment/pytorch2onnx.py', not_converted, config, official,
+         '--out', tmp_path / 'm.onnx'),
     ]
-    for tool, *args in runs:
+    for tool, needle, *args in runs:
         code, line = _error(monkeypatch, capsys, tool, *args)
         assert code == 1 and line.startswith(needle), (tool, line)
     loads_it = write_config(
         tmp_path / 'load.py', synthetic_root, load_from=repr(str(official)))
     code, line = _error(monkeypatch, capsys, 'train.py', loads_it,
                         '--work-dir', tmp_path / 'work')
-    assert code == 1 and line.startswith(needle), line
+    assert code == 1 and line.startswith(not_converted), line
     assert not (tmp_path / 'o.pth').exists()
 
 

@@ -17,6 +17,7 @@ from mmdet_cdetr.registry import DATASETS
 from mmdet_cdetr.speedup import apply_configured_speedups
 from mmdet_cdetr.utils import (ArgumentError, InputNotFoundError, UserError,
                                report_user_errors, warn_if_autocast_is_slow)
+from mmdet_cdetr.utils.checkpoint_file import check_checkpoint_fits
 from mmdet_cdetr.utils.config_options import read_config
 
 
@@ -27,7 +28,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--weights',
         required=True,
-        help='checkpoint file, or an .onnx file of pytorch2onnx.py')
+        help='checkpoint file or http(s) URL (ours, MMDetection\'s, or the '
+        'official repository\'s or HuggingFace\'s, converted as it is '
+        'loaded), or an .onnx file of pytorch2onnx.py')
     parser.add_argument(
         '--out-dir',
         default='outputs',
@@ -139,6 +142,9 @@ def main(args: argparse.Namespace) -> None:
             DATASETS.build(dict(cfg.test_dataloader.dataset,
                                 lazy_init=True)).metainfo)
     else:
+        # A checkpoint of another model (or converted from a partial one)
+        # would otherwise detect at random, silently.
+        check_checkpoint_fits(inferencer.model, weights)
         apply_configured_speedups(
             inferencer.model, cfg.get('custom_hooks'), inference=True)
     device_type = inferencer.model.data_preprocessor.device.type

@@ -21,7 +21,11 @@ from mmdet_cdetr.utils import (add_runner_args, add_test_args, apply_test_args,
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and eval) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint',
+        help='checkpoint file or http(s) URL (ours, MMDetection\'s, or the '
+        'official repository\'s or HuggingFace\'s, converted as it is '
+        'loaded)')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -40,7 +44,8 @@ def main(args: argparse.Namespace) -> None:
     if 'LOCAL_RANK' not in os.environ:  # torch.distributed.launch
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = load_config(args)
-    # Damaged, or of another implementation: named before anything is built.
+    # Damaged, or of another implementation we do not convert: named before
+    # anything is built (a URL is downloaded here, into the cache).
     check_checkpoint(args.checkpoint)
     cfg.load_from = args.checkpoint
     apply_test_args(cfg, args)

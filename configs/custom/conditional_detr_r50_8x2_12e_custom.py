@@ -13,10 +13,13 @@ _base_ = ('mmdet_cdetr::custom/../'
 # defines the labels).
 data_root = 'data/custom/'
 metainfo = dict(classes=('person', 'bicycle', 'car'))
-# CHANGE: the checkpoint to start from: a COCO model converted with
-# tools/model_converters/ (docs/converting_weights.md). Its 80-class
-# classifier is re-initialised for len(classes) classes; the rest is loaded.
-load_from = 'work_dirs/cdetr_r50_official.pth'
+# CHANGE: the checkpoint to start from: the official R50 release (COCO),
+# downloaded once and converted as it is loaded, or any file or URL of ours,
+# MMDetection's, the official repository's or HuggingFace's
+# (docs/converting_weights.md). Its 80-class classifier is re-initialised
+# for len(classes) classes; the rest is loaded.
+load_from = ('https://github.com/DeppMeng/ConditionalDETR/releases/download/'
+             'v1.0/ConditionalDETR_r50_epoch50.pth')
 
 # CHANGE (only if your layout differs): annotation files and image folders.
 train_dataloader = dict(

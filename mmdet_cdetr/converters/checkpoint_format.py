@@ -185,17 +185,28 @@ def _model(keys: Sequence[str], state: Mapping) -> str:
     return 'detr'
 
 
-def _load(path: str, allow_namespace: bool) -> Any:
+def _load(path: str, allow_namespace: bool, map_location: Any,
+          mmap: bool) -> Any:
     return load_weights_only(
         path,
+        map_location=map_location,
         extra_globals=[argparse.Namespace] if allow_namespace else None,
-        mmap=zipfile.is_zipfile(path))
+        mmap=mmap)
 
 
-def read_checkpoint(path: str) -> dict:
-    """A complete checkpoint file, loaded weights-only (tensors mapped, not
-    read) with MMEngine's allow-list, plus the ``argparse.Namespace`` of the
-    official repositories' training checkpoints (plain values only).
+def read_checkpoint(path: str,
+                    map_location: Any = 'cpu',
+                    mmap: Optional[bool] = None) -> dict:
+    """A complete checkpoint file, loaded weights-only with MMEngine's
+    allow-list, plus the ``argparse.Namespace`` of the official
+    repositories' training checkpoints (plain values only, allowed for
+    that load only).
+
+    Args:
+        path: The file.
+        map_location: As for ``torch.load``.
+        mmap: Map the tensors instead of reading them (default: where the
+            file is a zip archive, which is all a check needs).
 
     Raises:
         InputNotFoundError: ``path`` does not exist.
@@ -203,13 +214,15 @@ def read_checkpoint(path: str) -> dict:
             pickled object (names which).
     """
     check_checkpoint_file(path)
+    if mmap is None:
+        mmap = zipfile.is_zipfile(path)
     try:
-        loaded = _load(path, allow_namespace=False)
+        loaded = _load(path, False, map_location, mmap)
     except pickle.UnpicklingError as err:
         if 'argparse.Namespace' not in str(err):
             raise refused_checkpoint(path, err) from err
         try:
-            loaded = _load(path, allow_namespace=True)
+            loaded = _load(path, True, map_location, mmap)
         except pickle.UnpicklingError as again:
             raise refused_checkpoint(path, again) from again
     if not isinstance(loaded, Mapping):
@@ -238,20 +251,24 @@ def require_format(path: str, checkpoint: Mapping,
 def check_loadable(path: str, checkpoint: Mapping) -> CheckpointFormat:
     """The format of ``checkpoint``, read from ``path``; a
     :class:`CheckpointError` naming it and its converter if it is named
-    for another implementation than MMDetection (which no config here
-    loads as it is). Whether an MMDetection-named one fits the model is
-    left to the key and shape checks."""
+    for another implementation and not converted as it is loaded
+    (:mod:`.in_memory` converts the official repository's and
+    HuggingFace's Conditional DETR). Whether an MMDetection-named one fits
+    the model is left to the key and shape checks."""
+    from .in_memory import CONVERTED_ON_LOAD
     found = checkpoint_format(checkpoint)
-    if found.layout in ('official', 'huggingface'):
+    if (found.layout in ('official', 'huggingface')
+            and found.name not in CONVERTED_ON_LOAD):
         raise CheckpointError(found.advice(path))
     return found
 
 
-def check_checkpoint(path: str) -> dict:
-    """The checkpoint at ``path``, complete and named as MMDetection
-    names parameters (:func:`check_loadable`). Every tool that loads a
-    checkpoint into a model calls this (or :func:`check_loadable`)
-    first."""
-    checkpoint = read_checkpoint(path)
-    check_loadable(path, checkpoint)
-    return checkpoint
+def check_checkpoint(path: str) -> Mapping:
+    """The checkpoint at ``path`` (a file, or an http(s) URL: downloaded
+    into the cache MMEngine then loads it from) as our model loads it:
+    complete, MMDetection-named or converted in memory. Every tool that
+    loads a checkpoint into a model calls this first, so that a damaged
+    file or one of another implementation is named before a model is
+    built."""
+    from .in_memory import load_as_ours
+    return load_as_ours(path)

@@ -14,7 +14,7 @@ DC5 changes no parameter, so a DC5 checkpoint converts like the plain one
 (``--group_detr K``) differ only in ``query_embed``: K groups of 300 rows.
 """
 import re
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from mmengine.config import Config
 from torch import Tensor
@@ -100,15 +100,18 @@ def official_depth(state_dict: Dict[str, Tensor]) -> int:
     return resnet_depth(blocks)
 
 
-def convert_official(state_dict: Dict[str, Tensor], config: str) -> Conversion:
-    """Our names for an official ``model`` state dict, for the model of
-    ``config``; the 91 class logits become mmdet's 80 labels by COCO
-    category id, and the query groups of a GroupDETR checkpoint are fitted
-    to the config (:func:`fit_query_groups`)."""
+def convert_official(state_dict: Dict[str, Tensor],
+                     config: Optional[str] = None) -> Conversion:
+    """Our names for an official ``model`` state dict; the 91 class logits
+    become mmdet's 80 labels by COCO category id. With ``config``, the
+    query groups of a GroupDETR checkpoint are fitted to its model
+    (:func:`fit_query_groups`); without, all rows are kept (converting as
+    a checkpoint is loaded, where the model is not known)."""
     conversion = rename(state_dict, RULES)
     conversion.notes.append(
         select_classifier_rows(conversion.state_dict, list(COCO_CATEGORY_IDS)))
-    fit_query_groups(conversion, config)
+    if config is not None:
+        fit_query_groups(conversion, config)
     return conversion
 
 

@@ -134,14 +134,17 @@ def check_checkpoint_fits(model: nn.Module, path: str) -> None:
     keys and shapes (as MMEngine loads it: under ``state_dict``, without a
     ``module.`` prefix). A classifier of another class count is left to
     the head, whose message says so. Unpickling is refused as
-    ``torch.load`` with ``weights_only=True`` refuses it, naming the file,
-    and a checkpoint of another implementation is named with its
-    converter (:mod:`mmdet_cdetr.converters.checkpoint_format`).
+    ``torch.load`` with ``weights_only=True`` refuses it, naming the file.
+    ``path`` may be an http(s) URL (checked in the download cache), and is
+    compared as MMEngine will load it: converted in memory from the
+    official or HuggingFace layout (:mod:`mmdet_cdetr.converters.in_memory`),
+    or refused naming its converter.
     """
-    from mmdet_cdetr.converters.checkpoint_format import (check_loadable,
-                                                          read_checkpoint)
-    checkpoint = read_checkpoint(path)
-    found = check_loadable(path, checkpoint)
+    from mmdet_cdetr.converters.checkpoint_format import checkpoint_format
+    from mmdet_cdetr.converters.in_memory import load_as_ours
+    checkpoint = load_as_ours(path)
+    found = checkpoint_format(checkpoint)
+    converted = (checkpoint.get('meta') or {}).get('converted_from') or {}
     state = checkpoint.get('state_dict', checkpoint)
     theirs = {
         key[len('module.'):] if key.startswith('module.') else key: value
@@ -163,6 +166,9 @@ def check_checkpoint_fits(model: nn.Module, path: str) -> None:
         what = ('made for another architecture or config?'
                 if found.loads_directly or found.name == 'unknown' else
                 f'{found.description}')
+        if converted.get('path') == path:
+            what = (f'converted in memory from {converted["kind"]} layout; '
+                    f'{what}')
         raise CheckpointError(
             f'checkpoint {path} does not fit the model of this config '
             f'({what}): {shown}{more}; convert checkpoints of other '

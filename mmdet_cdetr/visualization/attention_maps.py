@@ -34,6 +34,7 @@ from mmdet_cdetr.converters.checkpoint_format import check_checkpoint
 from mmdet_cdetr.models.layers import ConditionalAttention
 from mmdet_cdetr.registry import DATASETS
 from mmdet_cdetr.utils import init_weights_quietly
+from mmdet_cdetr.utils.checkpoint_file import check_checkpoint_fits
 from mmdet_cdetr.utils.errors import ArgumentError
 
 ATTENTION_PARTS = ('combined', 'content', 'spatial')
@@ -107,7 +108,9 @@ def load_detector(config: Union[str, Config],
     data set (``init_detector`` would name COCO's)."""
     if checkpoint is not None:
         check_checkpoint(checkpoint)
-        return init_detector(config, checkpoint, device=device)
+        model = init_detector(config, checkpoint, device=device)
+        check_checkpoint_fits(model, checkpoint)
+        return model
     # init_detector warns that it names COCO's classes; ours are set below.
     with warnings.catch_warnings(record=True):
         model = init_detector(config, None, device=device)

@@ -32,6 +32,7 @@ from mmdet_cdetr.converters.checkpoint_format import check_checkpoint
 from mmdet_cdetr.deployment import OPTIMIZATION_LEVELS, OrtRunner
 from mmdet_cdetr.speedup import apply_configured_speedups
 from mmdet_cdetr.utils import report_user_errors
+from mmdet_cdetr.utils.checkpoint_file import check_checkpoint_fits
 
 
 def parse_args() -> argparse.Namespace:
@@ -100,6 +101,7 @@ def main(args: argparse.Namespace) -> None:
     if args.checkpoint:
         check_checkpoint(args.checkpoint)
         load_checkpoint(model, args.checkpoint, map_location=device)
+        check_checkpoint_fits(model, args.checkpoint)
     inputs, samples = make_batch(model, args.batch_size, tuple(args.shape), 0,
                                  model.bbox_head.num_classes, False)
     weights = model.state_dict()
