@@ -469,3 +469,16 @@ def batch_with_boxes(model):
             bboxes=torch.tensor(image_boxes),
             labels=torch.arange(len(image_boxes)) % 3)
     return inputs, samples
+
+
+def losses_and_gradients(model, inputs, samples, seed: int = 5):
+    """One training forward and backward of ``model`` with the random state
+    seeded: the losses and every parameter's gradient by name."""
+    model.zero_grad()
+    torch.manual_seed(seed)
+    losses = model.loss(inputs, copy.deepcopy(samples))
+    sum(losses.values()).backward()
+    return losses, {
+        name: param.grad.clone()
+        for name, param in model.named_parameters() if param.grad is not None
+    }

@@ -5,8 +5,8 @@ import copy
 
 import pytest
 import torch
-from conftest import (REPO, batch_with_boxes, quick_cfg, randomize_, run_tool,
-                      write_config)
+from conftest import (REPO, batch_with_boxes, losses_and_gradients, quick_cfg,
+                      randomize_, run_tool, write_config)
 from mmengine.config import Config
 
 from mmdet_cdetr.registry import MODELS
@@ -23,17 +23,6 @@ def _model(with_cp: bool):
     return model.train()
 
 
-def _step(model, inputs, samples):
-    model.zero_grad()
-    torch.manual_seed(5)
-    losses = model.loss(inputs, copy.deepcopy(samples))
-    sum(losses.values()).backward()
-    return losses, {
-        name: param.grad.clone()
-        for name, param in model.named_parameters() if param.grad is not None
-    }
-
-
 @pytest.mark.parametrize('fast_dropout', [False, True])
 def test_checkpointing_keeps_losses_and_gradients_with_dropout(fast_dropout):
     plain, checkpointed = _model(False), _model(True)
@@ -46,8 +35,8 @@ def test_checkpointing_keeps_losses_and_gradients_with_dropout(fast_dropout):
         for m in plain.modules() if isinstance(m, torch.nn.Dropout)
     }
     inputs, samples = batch_with_boxes(plain)
-    plain_losses, plain_grads = _step(plain, inputs, samples)
-    cp_losses, cp_grads = _step(checkpointed, inputs, samples)
+    plain_losses, plain_grads = losses_and_gradients(plain, inputs, samples)
+    cp_losses, cp_grads = losses_and_gradients(checkpointed, inputs, samples)
     for name, value in plain_losses.items():
         torch.testing.assert_close(cp_losses[name], value, msg=name)
     assert cp_grads.keys() == plain_grads.keys()

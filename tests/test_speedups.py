@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import (R50_CONFIG, REPO, batch_with_boxes, build_model,
-                      parity_batch, randomize_, run_tool, without_dropout,
-                      write_config)
+                      losses_and_gradients, parity_batch, randomize_, run_tool,
+                      without_dropout, write_config)
 from mmengine.config import Config
 from torch import nn
 
@@ -183,17 +183,6 @@ def test_no_private_torch_api_patching_or_allocator_calls(folder):
     assert not found
 
 
-def _losses_and_grads(model, inputs, samples):
-    model.zero_grad()
-    torch.manual_seed(11)
-    losses = model.loss(inputs, copy.deepcopy(samples))
-    sum(losses.values()).backward()
-    return losses, {
-        name: param.grad.clone()
-        for name, param in model.named_parameters() if param.grad is not None
-    }
-
-
 def test_training_speedups_keep_losses_gradients_and_state():
     """Channels-last backbone and neck, fast dropout: same state dict, same
     losses and gradients (to float32 rounding) with dropout off, each
@@ -208,8 +197,8 @@ def test_training_speedups_keep_losses_gradients_and_state():
     assert fast.backbone.conv1.weight.is_contiguous(
         memory_format=torch.channels_last)
     inputs, samples = batch_with_boxes(plain)
-    plain_losses, plain_grads = _losses_and_grads(plain, inputs, samples)
-    fast_losses, fast_grads = _losses_and_grads(fast, inputs, samples)
+    plain_losses, plain_grads = losses_and_gradients(plain, inputs, samples)
+    fast_losses, fast_grads = losses_and_gradients(fast, inputs, samples)
     for name, value in plain_losses.items():
         torch.testing.assert_close(
             fast_losses[name], value, rtol=1e-4, atol=1e-5, msg=name)

@@ -48,10 +48,7 @@ class ConditionalDETR(DETR):
             configs of mmdet's models can inherit ours.)
     """
 
-    def __init__(self,
-                 *args,
-                 num_query_groups: int = 1,
-                 **kwargs) -> None:
+    def __init__(self, *args, num_query_groups: int = 1, **kwargs) -> None:
         if num_query_groups < 1:
             raise ConfigError('num_query_groups must be a positive integer, '
                               f'got {num_query_groups}.')
