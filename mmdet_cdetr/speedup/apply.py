@@ -52,7 +52,8 @@ def model_device(model: nn.Module) -> torch.device:
 
 def apply_speedups(model: nn.Module,
                    inference: bool = False,
-                   fold_batch_norms: bool = True) -> List[str]:
+                   fold_batch_norms: bool = True,
+                   channels_last: bool = True) -> List[str]:
     """Apply the speed-ups to ``model`` (a detector, or a wrapper of one) in
     place and log one line naming them; returns their names.
 
@@ -64,6 +65,10 @@ def apply_speedups(model: nn.Module,
         fold_batch_norms: Whether ``inference`` folds batch norms (not
             where another hook swaps the model's parameters, as MMEngine's
             ``EMAHook`` does: the folded model has other ones).
+        channels_last: Whether to convert backbone and neck (not for a
+            model DDP already wraps for training: its gradient buckets keep
+            the weights' old layout, and the optimiser would then see
+            gradients in another layout than after a resume).
     """
     model = _unwrap(model)
     applied = []
@@ -75,10 +80,11 @@ def apply_speedups(model: nn.Module,
         for part in convolutional:
             fuse_conv_bn(part)
         applied.append('folded_batch_norms')
-    for part in convolutional:
-        part.to(memory_format=torch.channels_last)
-    if convolutional:
-        applied.append('channels_last')
+    if channels_last:
+        for part in convolutional:
+            part.to(memory_format=torch.channels_last)
+        if convolutional:
+            applied.append('channels_last')
     if not inference and use_fast_dropout(model):
         applied.append('fast_dropout')
     print_log(

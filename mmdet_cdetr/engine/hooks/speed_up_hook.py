@@ -1,4 +1,5 @@
 from mmengine.hooks import EMAHook, Hook
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from mmdet_cdetr.registry import HOOKS
@@ -13,7 +14,9 @@ class SpeedUpHook(Hook):
     or resumed), and the inference ones, batch norms folded included, before
     testing. Validation during training runs the training model as it is.
     With an ``EMAHook``, which swaps the averaged parameters in for testing,
-    batch norms are not folded.
+    batch norms are not folded. A model that MMEngine already wrapped in DDP
+    for training keeps its layout (DDP laid its gradient buckets out for
+    it).
 
     Args:
         enable: ``'auto'`` (default): only for a model on the CPU, where the
@@ -31,7 +34,10 @@ class SpeedUpHook(Hook):
 
     def before_train(self, runner: Runner) -> None:
         if self._wanted(runner):
-            apply_speedups(runner.model, inference=False)
+            apply_speedups(
+                runner.model,
+                inference=False,
+                channels_last=not is_model_wrapper(runner.model))
 
     def before_test(self, runner: Runner) -> None:
         if self._wanted(runner):
