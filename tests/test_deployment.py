@@ -280,23 +280,19 @@ def test_test_onnx_reports_a_file_that_is_not_a_model(tmp_path):
 def test_benchmark_times_pytorch_and_onnxruntime_side_by_side(
         exported, tmp_path):
     _, path = exported
-    reference = tmp_path / 'mmdet_builtin.py'
-    reference.write_text(f"_base_ = '{QUICK_CONFIG}'\n"
-                         "model = dict(type='mmdet.ConditionalDETR', "
-                         "bbox_head=dict(type='mmdet.ConditionalDETRHead'))\n")
     out = tmp_path / 'bench.json'
     result = run_tool([
         'tools/analysis_tools/benchmark.py', QUICK_CONFIG, '--onnx', path,
-        '--ort-opt', 'basic', 'all', '--reference', f'mmdet={reference}',
-        '--amp', '--shape', '64', '96', '--max-iter', '2', '--num-warmup', '0',
-        '--threads', '1', '--out',
+        '--ort-opt', 'basic', 'all', '--reference',
+        f'reference={QUICK_CONFIG}', '--amp', '--shape', '64', '96',
+        '--max-iter', '2', '--num-warmup', '0', '--threads', '1', '--out',
         str(out)
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     measured = json.loads(out.read_text())
     seconds = measured['seconds']
     rows = [
-        'pytorch', 'pytorch (no speed-ups)', 'pytorch+amp', 'mmdet',
+        'pytorch', 'pytorch (no speed-ups)', 'pytorch+amp', 'reference',
         'onnxruntime quick.onnx opt=basic threads=default',
         'onnxruntime quick.onnx opt=all threads=default'
     ]
