@@ -1,6 +1,8 @@
 import copy
+import itertools
 import os
 import os.path as osp
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 from mmengine.utils import digit_version
@@ -107,6 +110,34 @@ def run_tool(args: List[str],
         capture_output=True,
         text=True,
         timeout=timeout)
+
+
+_fresh_loggers = itertools.count()
+
+
+def _fresh_current_logger() -> None:
+    """Make a new MMEngine logger the current one. Its handler writes to the
+    ``sys.stdout`` of this moment, so a tool run in-process never logs to the
+    stream of an earlier test's ``capsys``, which pytest has closed."""
+    MMLogger.get_instance(f'in-process-tool-{next(_fresh_loggers)}')
+
+
+def run_tool_in_process(monkeypatch, capsys, tool: str, *args) -> tuple:
+    """``tools/<tool>`` with ``args`` in this process (no start-up cost):
+    its exit status (0 when it returns) and what it wrote to stdout and
+    stderr."""
+    monkeypatch.setattr(sys, 'argv', [tool, *map(str, args)])
+    monkeypatch.delenv('MMDET_CDETR_TRACEBACK', raising=False)
+    _fresh_current_logger()
+    code = 0
+    try:
+        runpy.run_path(str(REPO / 'tools' / tool), run_name='__main__')
+    except SystemExit as stop:
+        code = stop.code
+    out = capsys.readouterr()
+    with capsys.disabled():
+        _fresh_current_logger()
+    return code, out.out, out.err
 
 
 def assert_clean_error(result: subprocess.CompletedProcess, *needles: str):

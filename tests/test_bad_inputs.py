@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 from conftest import (QUICK_CONFIG, REPO, assert_clean_error, quick_cfg,
-                      run_tool, write_config)
+                      run_tool, run_tool_in_process, write_config)
 from mmengine.config import Config
 
 from mmdet_cdetr.registry import MODELS
@@ -100,12 +100,8 @@ def test_missing_checkpoint(synthetic_root, tmp_path):
 def _run_in_process(monkeypatch, capsys, tool, *args):
     """``tools/<tool>`` with ``args`` in this process: its exit status and
     the last line it wrote to stderr."""
-    monkeypatch.setattr(sys, 'argv', [tool, *map(str, args)])
-    monkeypatch.delenv('MMDET_CDETR_TRACEBACK', raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(REPO / 'tools' / tool), run_name='__main__')
-    return exit_info.value.code, capsys.readouterr().err.strip().splitlines(
-    )[-1]
+    code, _, err = run_tool_in_process(monkeypatch, capsys, tool, *args)
+    return code, err.strip().splitlines()[-1]
 
 
 @pytest.fixture

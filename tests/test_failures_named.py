@@ -4,7 +4,6 @@ are named, and the tools' outputs say what they skipped."""
 import argparse
 import logging
 import os
-import runpy
 import shutil
 import socket
 import subprocess
@@ -14,27 +13,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import QUICK_CONFIG, REPO, quick_cfg, write_config
+from conftest import (QUICK_CONFIG, REPO, quick_cfg, run_tool_in_process,
+                      write_config)
 from mmengine.optim.scheduler import LinearLR
 
 from mmdet_cdetr.datasets.transforms import load_image
 from mmdet_cdetr.registry import MODELS, OPTIMIZERS
 from mmdet_cdetr.utils import (CheckpointError, InputNotFoundError,
                                report_user_errors)
-
-
-def _run_in_process(monkeypatch, capsys, tool, *args):
-    """``tools/<tool>`` with ``args`` in this process: its exit status (0
-    when it returns) and what it wrote to stdout and stderr."""
-    monkeypatch.setattr(sys, 'argv', [tool, *map(str, args)])
-    monkeypatch.delenv('MMDET_CDETR_TRACEBACK', raising=False)
-    code = 0
-    try:
-        runpy.run_path(str(REPO / 'tools' / tool), run_name='__main__')
-    except SystemExit as stop:
-        code = stop.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _last_line(text):
@@ -44,7 +30,7 @@ def _last_line(text):
 def _error(monkeypatch, capsys, tool, *args):
     """The tool's exit status and its last stderr line (the error). An
     exception the tool does not report would propagate out of here."""
-    code, _, err = _run_in_process(monkeypatch, capsys, tool, *args)
+    code, _, err = run_tool_in_process(monkeypatch, capsys, tool, *args)
     return code, _last_line(err)
 
 
@@ -188,8 +174,9 @@ def finished_run(trained, tmp_path):
 def test_resume_of_a_finished_run_says_so(finished_run, monkeypatch, capsys):
     config, work_dir = finished_run
     before = sorted(os.listdir(work_dir))
-    code, out, err = _run_in_process(monkeypatch, capsys, 'train.py', config,
-                                     '--work-dir', work_dir, '--resume')
+    code, out, err = run_tool_in_process(monkeypatch, capsys, 'train.py',
+                                         config, '--work-dir', work_dir,
+                                         '--resume')
     assert code == 0, err
     assert (f'--resume: the run has finished ({work_dir}/epoch_2.pth is at '
             'epoch 2 of train_cfg.max_epochs=2): nothing left to train'
@@ -307,8 +294,8 @@ def test_divergence_under_a_loss_scaler_skips_steps(synthetic_root, tmp_path,
         optim_wrapper="dict(type='AmpOptimWrapper', loss_scale='dynamic')")
     work_dir = tmp_path / 'work'
     _poison_backbone(monkeypatch, after=4)  # the whole second epoch
-    code, out, err = _run_in_process(monkeypatch, capsys, 'train.py', config,
-                                     '--work-dir', work_dir)
+    code, out, err = run_tool_in_process(monkeypatch, capsys, 'train.py',
+                                         config, '--work-dir', work_dir)
     assert code == 0, err[-3000:]
     log = out + err
     assert 'iteration 7: 3 steps in a row skipped by the loss scaler ' \
@@ -329,8 +316,8 @@ def test_work_dir_removed_mid_run_is_recreated(synthetic_root, tmp_path,
     work_dir = tmp_path / 'work'
     _poison_backbone(
         monkeypatch, after=5, action=lambda: shutil.rmtree(work_dir))
-    code, out, err = _run_in_process(monkeypatch, capsys, 'train.py', config,
-                                     '--work-dir', work_dir)
+    code, out, err = run_tool_in_process(monkeypatch, capsys, 'train.py',
+                                         config, '--work-dir', work_dir)
     assert code == 0, err[-3000:]
     assert f'work dir {work_dir} was removed while training ran: re-created ' \
         'it at iteration 6' in out + err
@@ -546,8 +533,8 @@ def test_image_demo_skips_unreadable_images(trained, demo_inputs, tmp_path,
         trained['config'], '--weights', trained['work_dir'] / 'epoch_2.pth',
         '--device', 'cpu', '--out-dir'
     ]
-    code, _, err = _run_in_process(monkeypatch, capsys, 'image_demo.py',
-                                   demo_inputs, *args, out_dir)
+    code, _, err = run_tool_in_process(monkeypatch, capsys, 'image_demo.py',
+                                       demo_inputs, *args, out_dir)
     assert code == 1
     assert 'Traceback' not in err
     broken = demo_inputs / 'broken.jpg'
