@@ -1,11 +1,13 @@
 """CPU speed-ups, applied to a built model by one named step
 (:func:`apply_speedups`); the model's own layers never depend on them."""
 from .apply import (Enable, apply_configured_speedups, apply_speedups,
-                    model_device, speedup_setting, speedups_wanted)
+                    apply_wanted_speedups, model_device, speedup_setting,
+                    speedups_wanted)
 from .fast_dropout import FastDropout, dropout, keep_mask, use_fast_dropout
 
 __all__ = [
-    'Enable', 'apply_configured_speedups', 'apply_speedups', 'model_device',
-    'speedup_setting', 'speedups_wanted', 'FastDropout', 'dropout',
-    'keep_mask', 'use_fast_dropout'
+    'Enable', 'apply_configured_speedups', 'apply_speedups',
+    'apply_wanted_speedups', 'model_device', 'speedup_setting',
+    'speedups_wanted', 'FastDropout', 'dropout', 'keep_mask',
+    'use_fast_dropout'
 ]

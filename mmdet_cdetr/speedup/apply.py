@@ -76,7 +76,7 @@ def apply_speedups(model: nn.Module,
         getattr(model, name) for name in ('backbone', 'neck')
         if getattr(model, name, None) is not None
     ]
-    if inference and fold_batch_norms:
+    if inference and fold_batch_norms and convolutional:
         for part in convolutional:
             fuse_conv_bn(part)
         applied.append('folded_batch_norms')
@@ -95,15 +95,25 @@ def apply_speedups(model: nn.Module,
     return applied
 
 
+def apply_wanted_speedups(model: nn.Module,
+                          enable: Enable,
+                          inference: bool = False,
+                          **options: bool) -> List[str]:
+    """:func:`apply_speedups` (with ``options``) where ``enable`` asks for
+    them on ``model``'s device; the one decision every caller shares."""
+    if not speedups_wanted(enable, model_device(model)):
+        return []
+    return apply_speedups(model, inference, **options)
+
+
 def apply_configured_speedups(model: nn.Module,
                               custom_hooks: Optional[list],
                               inference: bool = False) -> List[str]:
-    """:func:`apply_speedups` where the config's ``SpeedUpHook`` asks for
-    them on ``model``'s device: what tools that run a model without a
-    runner (``tools/image_demo.py``) call."""
-    if not speedups_wanted(speedup_setting(custom_hooks), model_device(model)):
-        return []
-    return apply_speedups(model, inference)
+    """The speed-ups the config's ``SpeedUpHook`` asks for on ``model``:
+    what tools that run a model without a runner (``tools/image_demo.py``)
+    call."""
+    return apply_wanted_speedups(model, speedup_setting(custom_hooks),
+                                 inference)
 
 
 def speedup_setting(custom_hooks: Optional[list]) -> Enable:

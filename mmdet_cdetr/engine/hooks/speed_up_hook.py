@@ -3,8 +3,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from mmdet_cdetr.registry import HOOKS
-from mmdet_cdetr.speedup import (Enable, apply_speedups, model_device,
-                                 speedups_wanted)
+from mmdet_cdetr.speedup import Enable, apply_wanted_speedups, speedups_wanted
 
 
 @HOOKS.register_module()
@@ -29,18 +28,17 @@ class SpeedUpHook(Hook):
         speedups_wanted(enable, 'cpu')  # checks the value
         self.enable = enable
 
-    def _wanted(self, runner: Runner) -> bool:
-        return speedups_wanted(self.enable, model_device(runner.model))
-
     def before_train(self, runner: Runner) -> None:
-        if self._wanted(runner):
-            apply_speedups(
-                runner.model,
-                inference=False,
-                channels_last=not is_model_wrapper(runner.model))
+        apply_wanted_speedups(
+            runner.model,
+            self.enable,
+            inference=False,
+            channels_last=not is_model_wrapper(runner.model))
 
     def before_test(self, runner: Runner) -> None:
-        if self._wanted(runner):
-            swapping = any(isinstance(hook, EMAHook) for hook in runner.hooks)
-            apply_speedups(
-                runner.model, inference=True, fold_batch_norms=not swapping)
+        swapping = any(isinstance(hook, EMAHook) for hook in runner.hooks)
+        apply_wanted_speedups(
+            runner.model,
+            self.enable,
+            inference=True,
+            fold_batch_norms=not swapping)
