@@ -28,7 +28,8 @@ from mmdet_cdetr.utils.torch_compat import (SAFE_WEIGHTS_ONLY_LOAD,
 REPO = Path(__file__).resolve().parents[1]
 QUICK_CONFIG = str(REPO /
                    'configs/quickstart/conditional_detr_r18_synthetic.py')
-R50_CONFIG = str(REPO / 'configs/conditional_detr_r50_8x2_50e_coco.py')
+R50_CONFIG = str(
+    REPO / 'configs/conditional_detr/conditional_detr_r50_8x2_50e_coco.py')
 
 # What `make test-oldest-torch` runs on the oldest supported torch: the
 # exactness tests (official code, mmdet's built-in, Group DETR, 1 and 2

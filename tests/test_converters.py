@@ -87,7 +87,7 @@ def test_official_backbone_depth():
 ])
 def test_hf_default_config(hf_config, name):
     path = Path(hf_default_config(hf_config))
-    assert path == REPO / 'configs' / name and path.is_file()
+    assert path == REPO / 'configs/conditional_detr' / name and path.is_file()
 
 
 def test_not_an_official_checkpoint(tmp_path):

@@ -32,8 +32,8 @@ def test_cuda_model_is_built_as_configured():
 
 def _r50_cfg():
     from mmengine.config import Config
-    cfg = Config.fromfile(REPO /
-                          'configs/conditional_detr_r50_8x2_50e_coco.py')
+    cfg = Config.fromfile(
+        REPO / 'configs/conditional_detr/conditional_detr_r50_8x2_50e_coco.py')
     cfg.model.backbone.init_cfg = None
     return cfg
 

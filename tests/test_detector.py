@@ -119,7 +119,7 @@ def test_gradients_reach_every_trainable_parameter():
     ('detr_r50_8x2_150e_coco', 'DETR'),
     ('deformable_detr_r50_16x2_50e_coco', 'DeformableDETR'),
     ('dab_detr_r50_8x2_50e_coco', 'DABDETR'),
-    ('mmdet_conditional_detr_r50_8x2_50e_coco', 'ConditionalDETR'),
+    ('mmdet_zoo_conditional_detr_r50_8x2_50e_coco', 'ConditionalDETR'),
 ])
 def test_comparison_configs_build_mmdets_models(name, detector):
     cfg = Config.fromfile(str(REPO / f'configs/comparison/{name}.py'))

@@ -68,7 +68,8 @@ def test_checkpointing_recomputes_layers_in_the_backward_pass():
 
 def test_r50_cp_config_sets_every_switch():
     cfg = Config.fromfile(
-        str(REPO / 'configs/conditional_detr_r50_cp_8x2_50e_coco.py'))
+        str(REPO / 'configs/conditional_detr/'
+            'conditional_detr_r50_cp_8x2_50e_coco.py'))
     assert cfg.model.backbone.with_cp
     assert cfg.model.encoder.with_cp and cfg.model.decoder.with_cp
 

@@ -17,6 +17,10 @@ SOURCES = ('mmdet_cdetr', 'configs', 'tools', 'setup.py', 'setup.cfg',
            'requirements-test.txt', 'model-index.yml')
 QUICK_NAME = 'conditional_detr_r18_synthetic'
 QUICK_BASE = 'mmdet_cdetr::quickstart/conditional_detr_r18_synthetic.py'
+# The path users type for the R50 config: an alias of conditional_detr/'s.
+R50_ALIAS = 'conditional_detr_r50_8x2_50e_coco.py'
+OFFICIAL_R50 = ('https://github.com/DeppMeng/ConditionalDETR/releases/'
+                'download/v1.0/ConditionalDETR_r50_epoch50.pth')
 
 
 def build_wheel(tmp: Path) -> Path:
@@ -124,6 +128,8 @@ def test_wheel_installed_outside_the_repository(tmp_path, synthetic_root):
     mim = site / 'mmdet_cdetr' / '.mim'
     assert (mim / 'model-index.yml').is_file()
     assert (mim / 'configs/quickstart/metafile.yml').is_file()
+    assert (mim / 'configs/conditional_detr/metafile.yml').is_file()
+    assert (mim / f'configs/{R50_ALIAS}').is_file()
     tools = mim / 'tools'
     user = tmp_path / 'my_project'
     user.mkdir()
@@ -171,3 +177,30 @@ def test_inferencer_finds_our_model_by_name(tmp_path, synthetic_root):
     assert len(result['predictions'][0]['labels']) > 0
     assert 'conditional_detr_r50_8x2_50e_coco' in DetInferencer.list_models(
         'mmdet_cdetr')
+
+
+def test_configs_laid_out_as_the_model_zoo():
+    """One folder a model, as MMDetection's zoo: each metafile lists the
+    configs of its own folder, ``mmdet_cdetr::<folder>/<name>.py`` finds
+    them (with the metafile's weights), and the only config at the top of
+    ``configs/`` is the alias of the R50 one."""
+    import mmengine
+    from mmengine.config import Config
+    from mmengine.hub import get_config
+
+    import mmdet_cdetr  # noqa: F401  (registers the package with MMEngine)
+    index = mmengine.load(str(REPO / 'model-index.yml'))
+    for metafile in index['Import']:
+        folder = Path(metafile).parent
+        assert folder.parent.name == 'configs', metafile
+        for model in mmengine.load(str(REPO / metafile))['Models']:
+            assert Path(model['Config']).parent == folder, model['Name']
+            assert (REPO / model['Config']).is_file(), model['Name']
+    assert [p.name for p in (REPO / 'configs').glob('*.py')] == [R50_ALIAS]
+    real = 'conditional_detr/conditional_detr_r50_8x2_50e_coco.py'
+    alias = Config.fromfile(str(REPO / 'configs' / R50_ALIAS))
+    assert alias.to_dict() == Config.fromfile(str(REPO / 'configs' /
+                                                  real)).to_dict()
+    cfg = get_config(f'mmdet_cdetr::{real}', pretrained=True)
+    assert cfg.model_path == OFFICIAL_R50
+    assert Path(cfg.filename).resolve() == (REPO / 'configs' / real).resolve()

@@ -3,9 +3,9 @@
 
 Offline: a server on 127.0.0.1 serves random-weight checkpoints of the tiny
 COCO model in each layout (official, MMDetection zoo, HuggingFace) under
-the paths of the real URLs of ``configs/metafile.yml``, and the metafile's
-entries are redirected to it. Every detection must equal that of the same
-weights converted by hand with the converters' functions.
+the paths of the real URLs of ``configs/conditional_detr/metafile.yml``,
+and the metafile's entries are redirected to it. Every detection must equal
+that of the same weights converted by hand with the converters' functions.
 """
 import argparse
 import functools

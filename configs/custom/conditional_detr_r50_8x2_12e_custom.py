@@ -2,11 +2,8 @@
 # data set (docs/custom_dataset.md). Copy this file and change the keys
 # marked CHANGE; everything else is the COCO recipe of the parent config.
 # The base is package-qualified, so the copy works in any folder once
-# mmdet-cdetr is installed (pip install; see the README). MMEngine's
-# `package::` paths must name a folder: hence `custom/../` for a config at
-# the top of configs/.
-_base_ = ('mmdet_cdetr::custom/../'
-          'conditional_detr_r50_8x2_50e_coco.py')
+# mmdet-cdetr is installed (pip install; see the README).
+_base_ = 'mmdet_cdetr::conditional_detr/conditional_detr_r50_8x2_50e_coco.py'
 
 # CHANGE: where your data set lives, and its class names, exactly as the
 # `name`s of the annotation files' `categories` (any order; the order here

@@ -3,7 +3,7 @@
 # matched one-to-one to the ground truth and attending only to itself;
 # inference decodes group 0 only. As the official GroupDETR branch
 # (--group_detr 11).
-_base_ = '../conditional_detr_r50_8x2_50e_coco.py'
+_base_ = '../conditional_detr/conditional_detr_r50_8x2_50e_coco.py'
 
 model = dict(
     num_query_groups=11,

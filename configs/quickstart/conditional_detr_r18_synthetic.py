@@ -1,7 +1,7 @@
 # Quick start: a small Conditional DETR trained from scratch on the bundled
 # synthetic shapes (tools/misc/make_synthetic_coco.py). Used by `make demo`
 # and the tests; learns within minutes on 2 CPU cores.
-_base_ = '../conditional_detr_r50_8x2_50e_coco.py'
+_base_ = '../conditional_detr/conditional_detr_r50_8x2_50e_coco.py'
 
 data_root = 'data/synthetic_coco/'
 metainfo = dict(

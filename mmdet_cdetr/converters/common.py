@@ -190,7 +190,7 @@ def zoo_config(depth: int, dc5: bool = False) -> str:
     if name is None:
         raise ArgumentError(f'no config of ours for ResNet-{depth}; pass '
                             '--config for the model the checkpoint fits')
-    path = CONFIGS_DIR / name
+    path = CONFIGS_DIR / 'conditional_detr' / name
     if not path.is_file():
         raise InputNotFoundError(f'config not found: {path}; pass --config')
     return str(path)

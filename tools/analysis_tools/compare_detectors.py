@@ -17,7 +17,7 @@ from mmdet_cdetr.speedup import (apply_speedups, speedup_setting,
 from mmdet_cdetr.utils import ArgumentError, report_user_errors
 
 DEFAULT_MODELS = [
-    'ours=configs/conditional_detr_r50_8x2_50e_coco.py',
+    'ours=configs/conditional_detr/conditional_detr_r50_8x2_50e_coco.py',
     'mmdet-conditional-detr='
     'configs/benchmark/mmdet_conditional_detr_r50_8x2_50e_coco.py',
     'mmdet-detr=mmdet::detr/detr_r50_8xb2-150e_coco.py',

@@ -14,6 +14,6 @@ fi
 "$PYTHON" -m pytest -m cuda -q -p no:cacheprovider tests
 "$PYTHON" tools/analysis_tools/compare_detectors.py --device cuda --amp \
     --baseline ours --repeats 10 --warmup 3 \
-    --models ours=configs/conditional_detr_r50_8x2_50e_coco.py \
+    --models ours=configs/conditional_detr/conditional_detr_r50_8x2_50e_coco.py \
     group-k11=configs/group_detr/group_conditional_detr_r50_8x2_50e_coco.py \
     --out work_dirs/gpu_check/benchmark.json
