@@ -26,7 +26,9 @@ from mmdet_cdetr.utils.errors import (ArgumentError, CheckpointError,
 from .checkpoint_format import read_checkpoint
 from .coco_labels import COCO_CLASSES
 
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / 'configs'
+# The package's configs: a link to the checkout's configs/ in an editable
+# install, a copy in a wheel.
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / '.mim' / 'configs'
 # Frozen BatchNorm (official, HuggingFace) has no batch counter; our BN has.
 BN_COUNTER = 'num_batches_tracked'
 
@@ -193,7 +195,7 @@ def zoo_config(depth: int, dc5: bool = False) -> str:
     path = CONFIGS_DIR / 'conditional_detr' / name
     if not path.is_file():
         raise InputNotFoundError(f'config not found: {path}; pass --config')
-    return str(path)
+    return str(path.resolve())
 
 
 def resnet_depth(num_blocks: Sequence[int]) -> int:
