@@ -11,11 +11,11 @@ from conftest import (QUICK_CONFIG, REPO, assert_clean_error, quick_cfg,
                       run_tool, run_tool_in_process, write_config)
 from mmengine.config import Config
 
+from mmdet_cdetr.cli import apply_resume, check_cfg_options, report_user_errors
+from mmdet_cdetr.cli import resume as resume_module
 from mmdet_cdetr.registry import MODELS
-from mmdet_cdetr.utils import (CheckpointError, ConfigError, apply_resume,
-                               checkpoint_file, report_user_errors)
+from mmdet_cdetr.utils import CheckpointError, ConfigError
 from mmdet_cdetr.utils.checkpoint_file import check_checkpoint_fits
-from mmdet_cdetr.utils.config_options import check_cfg_options
 
 
 @pytest.fixture
@@ -291,7 +291,7 @@ def test_refused_pickle_of_load_from_names_the_file(synthetic_root, tmp_path,
 
 def test_resume_says_what_becomes_of_load_from(tmp_path, monkeypatch):
     notes = []
-    monkeypatch.setattr(checkpoint_file, 'print_log',
+    monkeypatch.setattr(resume_module, 'print_log',
                         lambda message, **kwargs: notes.append(message))
     work_dir = tmp_path / 'work'
     work_dir.mkdir()

@@ -19,7 +19,7 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 from scipy.optimize import linear_sum_assignment
 
-from mmdet_cdetr.utils import finish_distributed
+from mmdet_cdetr.cli import finish_distributed
 from mmdet_cdetr.utils.torch_compat import load_weights_only
 
 BOXES_PER_RANK = (1, 7)

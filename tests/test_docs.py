@@ -7,10 +7,10 @@ from conftest import REPO
 
 docs_check = runpy.run_path(str(REPO / 'tools/misc/docs_check.py'))
 # Our own command lines and the flags every one of them may take from the
-# shared helpers in mmdet_cdetr/utils/.
+# shared helpers in mmdet_cdetr/cli/.
 _TOOL_CALL = re.compile(r'(?:python|\.venv/bin/python)\s+(tools/\S+\.py)(.*)')
 _SHARED = ''.join(path.read_text()
-                  for path in (REPO / 'mmdet_cdetr/utils').glob('*.py'))
+                  for path in (REPO / 'mmdet_cdetr/cli').glob('*.py'))
 
 
 def _commands(text: str) -> list:

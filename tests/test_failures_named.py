@@ -17,10 +17,10 @@ from conftest import (QUICK_CONFIG, REPO, quick_cfg, run_tool_in_process,
                       write_config)
 from mmengine.optim.scheduler import LinearLR
 
+from mmdet_cdetr.cli import report_user_errors
 from mmdet_cdetr.datasets.transforms import load_image
 from mmdet_cdetr.registry import MODELS, OPTIMIZERS
-from mmdet_cdetr.utils import (CheckpointError, InputNotFoundError,
-                               report_user_errors)
+from mmdet_cdetr.utils import CheckpointError, InputNotFoundError
 
 
 def _last_line(text):

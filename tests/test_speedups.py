@@ -17,6 +17,7 @@ from conftest import (R50_CONFIG, REPO, batch_with_boxes, build_model,
 from mmengine.config import Config
 from torch import nn
 
+from mmdet_cdetr.cli import build_runner, load_config
 from mmdet_cdetr.engine import SpeedUpHook
 from mmdet_cdetr.models.layers.attention import (attention_weights,
                                                  multi_head_attention)
@@ -25,7 +26,7 @@ from mmdet_cdetr.speedup import (FastDropout, apply_speedups, dropout,
                                  keep_mask, speedup_setting, speedups_wanted,
                                  use_fast_dropout)
 from mmdet_cdetr.speedup.fast_dropout import KeptTimesScale
-from mmdet_cdetr.utils import ConfigError, build_runner, load_config
+from mmdet_cdetr.utils import ConfigError
 
 NUMEL = 1_000_000
 # Six standard deviations of the dropped fraction of NUMEL elements.

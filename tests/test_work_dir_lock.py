@@ -7,9 +7,9 @@ import signal
 import pytest
 from conftest import run_tool, write_config
 
-from mmdet_cdetr.utils import work_dir_lock
-from mmdet_cdetr.utils.work_dir_lock import (LOCK_FILE, WorkDirError,
-                                             lock_work_dir)
+from mmdet_cdetr.cli import work_dir_lock
+from mmdet_cdetr.cli.work_dir_lock import (LOCK_FILE, WorkDirError,
+                                           lock_work_dir)
 
 
 def test_second_training_into_a_busy_work_dir_stops_at_once(

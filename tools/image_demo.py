@@ -12,13 +12,13 @@ import mmcv
 from mmdet.apis import DetInferencer
 from mmengine.runner.amp import autocast
 
+from mmdet_cdetr.cli import read_config, report_user_errors
 from mmdet_cdetr.converters.checkpoint_format import check_checkpoint
 from mmdet_cdetr.registry import DATASETS
 from mmdet_cdetr.speedup import apply_configured_speedups
 from mmdet_cdetr.utils import (ArgumentError, InputNotFoundError, UserError,
-                               report_user_errors, warn_if_autocast_is_slow)
+                               warn_if_autocast_is_slow)
 from mmdet_cdetr.utils.checkpoint_file import check_checkpoint_fits
-from mmdet_cdetr.utils.config_options import read_config
 
 
 def parse_args() -> argparse.Namespace:

@@ -10,12 +10,12 @@ import os
 
 from mmengine.device import get_device
 
+from mmdet_cdetr.cli import (add_runner_args, add_test_args, apply_test_args,
+                             build_runner, check_launcher_environment,
+                             finish_distributed, load_config,
+                             report_user_errors, use_flip_tta)
 from mmdet_cdetr.converters.checkpoint_format import check_checkpoint
-from mmdet_cdetr.utils import (add_runner_args, add_test_args, apply_test_args,
-                               build_runner, check_launcher_environment,
-                               finish_distributed, load_config,
-                               report_user_errors, use_flip_tta,
-                               warn_if_autocast_is_slow)
+from mmdet_cdetr.utils import warn_if_autocast_is_slow
 
 
 def parse_args() -> argparse.Namespace:

@@ -5,12 +5,12 @@ import os
 import torch
 from mmengine.device import is_mlu_available, is_npu_available
 
+from mmdet_cdetr.cli import (add_runner_args, apply_resume, build_runner,
+                             check_launcher_environment, check_training_values,
+                             finish_distributed, load_config, lock_work_dir,
+                             report_user_errors)
 from mmdet_cdetr.engine.hooks import add_run_guards
-from mmdet_cdetr.utils import (ConfigError, add_runner_args, apply_resume,
-                               build_runner, check_launcher_environment,
-                               finish_distributed, load_config, lock_work_dir,
-                               report_user_errors)
-from mmdet_cdetr.utils.config_options import check_training_values
+from mmdet_cdetr.utils import ConfigError
 
 
 def parse_args() -> argparse.Namespace:

@@ -7,14 +7,12 @@ off the allow-list). A PyTorch checkpoint is a zip archive whose directory is
 at its end, so one look at the file tells complete from truncated before
 anything is loaded.
 """
-import logging
 import os.path as osp
 import zipfile
 from typing import List, Optional, Sequence
 
 import torch
 from mmengine.config import Config
-from mmengine.logging import print_log
 from torch import nn
 
 from .errors import ArgumentError, CheckpointError, InputNotFoundError
@@ -68,39 +66,6 @@ def checkpoint_to_load(cfg: Config) -> Optional[str]:
                 'resume from (write its path there, or pass --resume PATH)')
         return path
     return cfg.get('load_from')
-
-
-def apply_resume(cfg: Config, resume: Optional[str]) -> None:
-    """Set ``cfg`` up for ``tools/train.py --resume [PATH]`` (``'auto'``
-    without a path), saying in one line what becomes of the config's
-    ``load_from``: MMEngine's runner would drop it silently, and with
-    nothing to resume in the work dir train from scratch instead of from
-    the weights the config starts from."""
-    if resume is None:
-        return
-    load_from = cfg.get('load_from')
-    if resume != 'auto':
-        cfg.resume, cfg.load_from = True, resume
-        if load_from and load_from != resume:
-            _note(f'--resume {resume}: the config\'s load_from={load_from} '
-                  'is not loaded (a resumed run continues from its own '
-                  'checkpoint)')
-        return
-    has_checkpoint = osp.isfile(osp.join(cfg.work_dir, 'last_checkpoint'))
-    if load_from and not has_checkpoint:
-        cfg.resume = False
-        _note(f'--resume: {cfg.work_dir} has no checkpoint to resume from; '
-              f'starting a new run from load_from={load_from}')
-        return
-    cfg.resume, cfg.load_from = True, None
-    if load_from:
-        _note(f'--resume: continuing the run in {cfg.work_dir} from its '
-              f'last checkpoint; the config\'s load_from={load_from} (where '
-              'the run started) is not loaded again')
-
-
-def _note(message: str) -> None:
-    print_log(message, logger='current', level=logging.WARNING)
 
 
 def check_output_path(out: str,

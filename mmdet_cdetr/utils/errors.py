@@ -1,7 +1,7 @@
 """The errors we raise for inputs a user can fix.
 
 The tools report an exception of these types (and the few third-party
-errors :func:`~mmdet_cdetr.utils.cli.report_user_errors` translates into
+errors :func:`~mmdet_cdetr.cli.report_user_errors` translates into
 them) in one ``error:`` line; every other exception is a bug and keeps its
 traceback. Each type also derives from the built-in error it refines, so
 ``except ValueError`` still catches a :class:`ConfigError`.

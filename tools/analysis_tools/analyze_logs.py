@@ -7,7 +7,8 @@ per iteration, as mmdet's tool of the same name.
 """
 import argparse
 
-from mmdet_cdetr.utils import ArgumentError, report_user_errors
+from mmdet_cdetr.cli import report_user_errors
+from mmdet_cdetr.utils import ArgumentError
 from mmdet_cdetr.visualization import (load_scalar_log, plot_curves,
                                        train_time_summary)
 

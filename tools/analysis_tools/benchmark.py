@@ -28,10 +28,10 @@ from mmdet_cdetr.analysis.benchmark import (build_detector,
 from mmdet_cdetr.analysis.inference_speed import (format_latency_table,
                                                   pytorch_inference,
                                                   time_interleaved)
+from mmdet_cdetr.cli import report_user_errors
 from mmdet_cdetr.converters.checkpoint_format import check_checkpoint
 from mmdet_cdetr.deployment import OPTIMIZATION_LEVELS, OrtRunner
 from mmdet_cdetr.speedup import apply_configured_speedups
-from mmdet_cdetr.utils import report_user_errors
 from mmdet_cdetr.utils.checkpoint_file import check_checkpoint_fits
 
 

@@ -12,9 +12,10 @@ from mmdet_cdetr.analysis.benchmark import (DetectorBench, build_detector,
                                             format_ratios, format_table,
                                             load_config, optim_wrapper_of,
                                             paired_ratios, run_benchmark)
+from mmdet_cdetr.cli import report_user_errors
 from mmdet_cdetr.speedup import (apply_speedups, speedup_setting,
                                  speedups_wanted)
-from mmdet_cdetr.utils import ArgumentError, report_user_errors
+from mmdet_cdetr.utils import ArgumentError
 
 DEFAULT_MODELS = [
     'ours=configs/conditional_detr/conditional_detr_r50_8x2_50e_coco.py',

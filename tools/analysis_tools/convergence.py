@@ -12,8 +12,8 @@ from mmdet_cdetr.analysis.convergence import (format_table, model_names,
                                               plot_curves, read_ap_curve,
                                               run_work_dir, summarise,
                                               train_configs)
-from mmdet_cdetr.utils import (ArgumentError, InputNotFoundError,
-                               report_user_errors)
+from mmdet_cdetr.cli import report_user_errors
+from mmdet_cdetr.utils import ArgumentError, InputNotFoundError
 
 DEFAULT_CONFIGS = [
     'configs/convergence/detr_r18_scratch.py',

@@ -11,7 +11,8 @@ import os.path as osp
 import mmcv
 import torch
 
-from mmdet_cdetr.utils import InputNotFoundError, report_user_errors
+from mmdet_cdetr.cli import report_user_errors
+from mmdet_cdetr.utils import InputNotFoundError
 from mmdet_cdetr.visualization import (ATTENTION_PARTS, collect_attention,
                                        draw_attention_grid, load_detector)
 

@@ -10,10 +10,10 @@ from typing import List, Tuple
 
 from mmengine.config import DictAction
 
+from mmdet_cdetr.cli import check_cfg_options, read_config, report_user_errors
 from mmdet_cdetr.deployment import OrtRunner, export_onnx, verify_export
-from mmdet_cdetr.utils import ArgumentError, report_user_errors
+from mmdet_cdetr.utils import ArgumentError
 from mmdet_cdetr.utils.checkpoint_file import check_output_path
-from mmdet_cdetr.utils.config_options import check_cfg_options, read_config
 from mmdet_cdetr.visualization import load_detector
 
 

@@ -3,10 +3,10 @@ calibrated on training images of the config through its test pipeline.
 Evaluate the result with test_onnx.py: it changes the detections."""
 import argparse
 
+from mmdet_cdetr.cli import read_config, report_user_errors
 from mmdet_cdetr.deployment import OrtRunner, calibration_images, quantize_int8
-from mmdet_cdetr.utils import ArgumentError, report_user_errors
+from mmdet_cdetr.utils import ArgumentError
 from mmdet_cdetr.utils.checkpoint_file import check_output_path
-from mmdet_cdetr.utils.config_options import read_config
 
 
 def parse_args() -> argparse.Namespace:

@@ -3,11 +3,11 @@ through the config's test pipeline and evaluator (``tools/test.py``'s
 flags): boxes are scaled back to the original images as PyTorch does."""
 import argparse
 
+from mmdet_cdetr.cli import (add_runner_args, add_test_args, apply_test_args,
+                             build_runner, finish_distributed, load_config,
+                             report_user_errors)
 from mmdet_cdetr.deployment import (OPTIMIZATION_LEVELS,
                                     onnxruntime_detector_cfg)
-from mmdet_cdetr.utils import (add_runner_args, add_test_args, apply_test_args,
-                               build_runner, finish_distributed, load_config,
-                               report_user_errors)
 
 
 def parse_args() -> argparse.Namespace:

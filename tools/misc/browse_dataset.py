@@ -8,9 +8,9 @@ from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 
+from mmdet_cdetr.cli import check_cfg_options, read_config, report_user_errors
 from mmdet_cdetr.registry import DATASETS, VISUALIZERS
-from mmdet_cdetr.utils import ArgumentError, report_user_errors
-from mmdet_cdetr.utils.config_options import check_cfg_options, read_config
+from mmdet_cdetr.utils import ArgumentError
 
 
 def parse_args() -> argparse.Namespace:

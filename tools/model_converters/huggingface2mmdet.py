@@ -5,10 +5,10 @@ layout or HuggingFace's own ResNet) for our model.
 The ``id2label`` of its ``config.json`` maps the logits onto mmdet's 80
 COCO labels by class name.
 """
+from mmdet_cdetr.cli import report_user_errors
 from mmdet_cdetr.converters import (convert_and_save, convert_huggingface,
                                     converter_parser, hf_default_config,
                                     load_huggingface)
-from mmdet_cdetr.utils import report_user_errors
 
 
 def main() -> None:

@@ -5,9 +5,9 @@ Our parameter names are mmdet's, so the zoo checkpoint also loads directly;
 this pass-through proves every key fits before a long evaluation and
 keeps only the weights and meta (no optimizer state).
 """
+from mmdet_cdetr.cli import report_user_errors
 from mmdet_cdetr.converters import (convert_and_save, convert_mmdet,
                                     converter_parser, load_mmdet, zoo_config)
-from mmdet_cdetr.utils import report_user_errors
 
 
 def main() -> None:

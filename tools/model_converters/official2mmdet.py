@@ -7,10 +7,10 @@ checkpoints convert like plain ones; evaluate them with the DC5 config.
 GroupDETR checkpoints keep all their query groups with --config of a group
 config (configs/group_detr/), and only group 0 for a plain config.
 """
+from mmdet_cdetr.cli import report_user_errors
 from mmdet_cdetr.converters import (convert_and_save, convert_official,
                                     converter_parser, load_official,
                                     official_depth, zoo_config)
-from mmdet_cdetr.utils import report_user_errors
 
 
 def main() -> None:

@@ -3,8 +3,8 @@ optimizer or training state) and add the sha256 prefix to the file name
 (mmdet's ``publish_model.py``, loading under ``weights_only``)."""
 import argparse
 
+from mmdet_cdetr.cli import report_user_errors
 from mmdet_cdetr.converters import publish_checkpoint
-from mmdet_cdetr.utils import report_user_errors
 
 
 def parse_args() -> argparse.Namespace:

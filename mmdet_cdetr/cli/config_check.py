@@ -17,7 +17,7 @@ from typing import Any, Dict, List
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from .errors import ConfigError, InputNotFoundError
+from mmdet_cdetr.utils.errors import ConfigError, InputNotFoundError
 
 NEW_KEY_PREFIX = '+'
 

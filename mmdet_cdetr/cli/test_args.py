@@ -7,8 +7,8 @@ import warnings
 
 from mmengine.config import Config, ConfigDict, DictAction
 
-from .config_options import NEW_KEY_PREFIX
-from .errors import ArgumentError, ConfigError
+from mmdet_cdetr.utils.errors import ArgumentError, ConfigError
+from .config_check import NEW_KEY_PREFIX
 
 
 def add_test_args(parser: argparse.ArgumentParser) -> None:

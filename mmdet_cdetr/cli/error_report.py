@@ -1,25 +1,18 @@
-"""Shared start-up and error reporting of the ``tools/`` command lines."""
-import argparse
-import gc
+"""The tools' errors as one ``error: ...`` line on stderr.
+
+Ours (:mod:`mmdet_cdetr.utils.errors`) and the user errors of other
+libraries that we recognise are reported so; any other exception is a bug
+and keeps its traceback.
+"""
 import os
-import os.path as osp
 import pickle
 import re
 import sys
 from contextlib import contextmanager
 from typing import Iterable, Iterator, List, Optional, Set
 
-import torch
-import torch.distributed as dist
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
-from .checkpoint_file import check_checkpoint_file, checkpoint_to_load
-from .checkpoint_safety import refused_checkpoint
-from .config_options import check_cfg_options, read_config
-from .errors import ArgumentError, UserError
-from .work_dir_lock import ensure_writable
+from mmdet_cdetr.utils.checkpoint_safety import refused_checkpoint
+from mmdet_cdetr.utils.errors import UserError
 
 
 def _summary(err: BaseException) -> str:
@@ -162,121 +155,3 @@ def _user_message(err: Exception, checkpoint: Optional[str],
     if isinstance(err, pickle.UnpicklingError):
         return str(refused_checkpoint(checkpoint, err))
     return ''
-
-
-def prepare_cpu_distributed(cfg: Config) -> None:
-    """Let ``--launcher pytorch`` run on a machine without GPUs.
-
-    mmengine's launcher calls ``torch.cuda.set_device`` and wraps the model
-    in DDP with ``device_ids=[LOCAL_RANK]``; both fail on the CPU. Starting
-    a gloo process group first (the runner then skips its own) and wrapping
-    without device ids makes ``tools/dist_train.sh CONFIG 2`` train here.
-    On GPUs nothing changes.
-    """
-    if cfg.launcher != 'pytorch' or torch.cuda.is_available():
-        return
-    if not dist.is_initialized():
-        dist.init_process_group(backend='gloo')
-    if cfg.get('model_wrapper_cfg') is None:
-        cfg.model_wrapper_cfg = dict(
-            type='MMDistributedDataParallel',
-            device_ids=None,
-            broadcast_buffers=False,
-            find_unused_parameters=cfg.get('find_unused_parameters', False))
-
-
-# What each launcher of ``--launcher`` needs in the environment, and the
-# script of ours that provides it ({tool} is train or test).
-_LAUNCHER_ENVIRONMENT = dict(
-    pytorch=(('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
-             'tools/dist_{tool}.sh (it runs torchrun)'),
-    slurm=(('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
-           'tools/slurm_{tool}.sh'),
-    mpi=(('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE'), 'mpirun'))
-
-
-def check_launcher_environment(launcher: str, tool: str = 'train') -> None:
-    """Raise :class:`~mmdet_cdetr.utils.errors.ArgumentError` when
-    ``--launcher`` is given without the environment its launcher sets
-    (torch would fail with "environment variable RANK expected")."""
-    needed, how = _LAUNCHER_ENVIRONMENT.get(launcher, ((), ''))
-    missing = [name for name in needed if name not in os.environ]
-    if missing:
-        raise ArgumentError(
-            f'--launcher {launcher} needs the environment its launcher sets '
-            f'({", ".join(missing)} not set): start it with '
-            f'{how.format(tool=tool)}, or leave --launcher out for one '
-            'process')
-
-
-def add_runner_args(parser: argparse.ArgumentParser) -> None:
-    """The flags mmdet's train.py and test.py share."""
-    parser.add_argument('--work-dir', help='the dir to save logs and results')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, key=value pairs')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-
-
-def _config_being_read(err: SyntaxError, default: str) -> str:
-    """The file (the config or one of its bases) mmengine was reading when
-    it parsed text without a file name and raised ``err``."""
-    filename, frame = default, err.__traceback__
-    while frame is not None:
-        if frame.tb_frame.f_code.co_name == '_file2dict':
-            filename = frame.tb_frame.f_locals.get('filename', filename)
-        frame = frame.tb_next
-    return osp.normpath(filename)
-
-
-def load_config(args: argparse.Namespace) -> Config:
-    """The config of ``args.config`` with the shared flags applied."""
-    try:
-        cfg = read_config(args.config)
-    except SyntaxError as err:
-        if err.filename in (None, '<unknown>') and err.lineno:
-            err.filename = _config_being_read(err, args.config)
-        raise
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(check_cfg_options(cfg, args.cfg_options))
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
-    return cfg
-
-
-def finish_distributed() -> None:
-    """End a finished multi-process run on every process: wait for its
-    last collectives, then destroy the process group, which joins gloo's
-    worker threads. Otherwise a gloo thread may still be releasing the
-    tensors of the run's last collective while Python shuts down, and the
-    process aborts after its work is done ("terminate called without an
-    active exception"). The runner must be gone: DDP holds the group."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    dist.barrier()
-    gc.collect()  # the runner's reference cycles, DDP's hold on the group
-    dist.destroy_process_group()
-
-
-def build_runner(cfg: Config) -> Runner:
-    """MMEngine's runner for ``cfg`` (also on CPU-only distributed runs),
-    after checking its work dir and the checkpoint it will load."""
-    ensure_writable(cfg.work_dir)
-    checkpoint = checkpoint_to_load(cfg)
-    if checkpoint and '://' not in checkpoint:
-        check_checkpoint_file(checkpoint)
-    prepare_cpu_distributed(cfg)
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)

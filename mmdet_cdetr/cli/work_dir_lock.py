@@ -25,7 +25,7 @@ from typing import Iterator, Set
 
 from mmengine.logging import print_log
 
-from .errors import UserError
+from mmdet_cdetr.utils.errors import UserError
 
 LOCK_FILE = '.train.lock'
 # Where each launcher of tools/train.py puts a process's global rank.
