@@ -70,3 +70,31 @@ def test_same_size_batches_take_mmdets_path():
     with torch.no_grad():
         model.predict(inputs, samples)
     assert all('feat_valid_shape' not in s.metainfo for s in samples)
+
+
+def test_benchmark_prices_batch_independence_on_mixed_sizes(tmp_path):
+    import json
+
+    from conftest import R50_CONFIG, run_tool
+    out = tmp_path / 'bench.json'
+    result = run_tool([
+        'tools/analysis_tools/benchmark.py', R50_CONFIG, '--shape', '96',
+        '128', '--batch-size', '3', '--mixed-sizes', '--max-iter', '1',
+        '--num-warmup', '0', '--threads', '1', '--out',
+        str(out)
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(json.loads(out.read_text())['seconds'])
+    assert rows == [
+        'pytorch', 'pytorch (batch-dependent)', 'pytorch (no speed-ups)'
+    ]
+    assert '| pytorch (batch-dependent) | ' in result.stdout
+
+
+def test_mixed_size_benchmark_batch_pads_smaller_images():
+    from mmdet_cdetr.analysis.benchmark import make_batch
+    model = build_model()
+    inputs, samples = make_batch(
+        model, 3, (96, 128), 2, 80, False, mixed_sizes=True)
+    assert tuple(inputs.shape[2:]) == (96, 128)
+    assert [s.img_shape for s in samples] == [(96, 128), (84, 112), (72, 96)]

@@ -101,18 +101,24 @@ def copy_matching_weights(model: nn.Module, source: Dict[str, Tensor]) -> int:
     return len(matching)
 
 
-def make_batch(model: nn.Module,
-               batch_size: int,
-               size: Tuple[int, int],
-               num_gts: int,
-               num_classes: int,
-               training: bool,
-               seed: int = 0) -> Tuple[Tensor, List[DetDataSample]]:
-    """Random uint8 images and boxes, through the model's preprocessor."""
+def make_batch(
+        model: nn.Module,
+        batch_size: int,
+        size: Tuple[int, int],
+        num_gts: int,
+        num_classes: int,
+        training: bool,
+        seed: int = 0,
+        mixed_sizes: bool = False) -> Tuple[Tensor, List[DetDataSample]]:
+    """Random uint8 images and boxes, through the model's preprocessor
+    (which pads the batch to its largest image). With ``mixed_sizes``, image
+    ``i`` is ``1 - i / 8`` of ``size`` in each side, as the images of a test
+    batch differ in size after the resize that keeps their aspect ratio."""
     generator = torch.Generator().manual_seed(seed)
-    height, width = size
     images, samples = [], []
-    for _ in range(batch_size):
+    for index in range(batch_size):
+        shrink = index / 8 if mixed_sizes else 0.
+        height, width = (round(side * (1 - shrink)) for side in size)
         images.append(
             torch.randint(
                 0,
@@ -126,7 +132,9 @@ def make_batch(model: nn.Module,
             [width, height, width, height])
         sample = DetDataSample(
             metainfo=dict(
-                img_shape=size, ori_shape=size, scale_factor=(1., 1.)))
+                img_shape=(height, width),
+                ori_shape=(height, width),
+                scale_factor=(1., 1.)))
         sample.gt_instances = InstanceData(
             bboxes=boxes,
             labels=torch.randint(

@@ -9,7 +9,10 @@ also gives its images/s and GFLOP/s. All see the same random image(s) of
 ``--shape``; ratios are to the config's PyTorch model. With
 ``--batch-size N`` every timed run detects in N images: PyTorch and files
 exported with ``--batch-size`` in one call, other files one image
-after the other; images/s are printed per row. For training speed and
+after the other; images/s are printed per row. ``--mixed-sizes`` gives the
+batch's images different sizes (padded to ``--shape``); a config with
+``model.test_cfg.batch_independent=True`` then also runs without it, as the
+row that prices it. For training speed and
 memory of several detectors see ``compare_detectors.py``."""
 import argparse
 import copy
@@ -80,6 +83,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--batch-size', type=int, default=1, help='images per timed run')
     parser.add_argument(
+        '--mixed-sizes',
+        action='store_true',
+        help='images of the batch of different sizes, image i 1 - i/8 of '
+        '--shape in each side (padded to --shape)')
+    parser.add_argument(
         '--max-iter', type=int, default=10, help='timed runs per row')
     parser.add_argument(
         '--num-warmup', type=int, default=2, help='untimed runs first')
@@ -102,14 +110,26 @@ def main(args: argparse.Namespace) -> None:
         check_checkpoint(args.checkpoint)
         load_checkpoint(model, args.checkpoint, map_location=device)
         check_checkpoint_fits(model, args.checkpoint)
-    inputs, samples = make_batch(model, args.batch_size, tuple(args.shape), 0,
-                                 model.bbox_head.num_classes, False)
+    inputs, samples = make_batch(
+        model,
+        args.batch_size,
+        tuple(args.shape),
+        0,
+        model.bbox_head.num_classes,
+        False,
+        mixed_sizes=args.mixed_sizes)
     weights = model.state_dict()
     flops = flops_by_module(model.eval(), inputs, samples)['']
     plain = copy.deepcopy(model)
     speedups = apply_configured_speedups(
         model, load_config(args.config).get('custom_hooks'), inference=True)
     candidates = {'pytorch': pytorch_inference(model, inputs, samples)}
+    if args.mixed_sizes and getattr(model, 'batch_independent_inference',
+                                    False):
+        dependent = copy.deepcopy(model)
+        dependent.batch_independent_inference = False
+        candidates['pytorch (batch-dependent)'] = pytorch_inference(
+            dependent, inputs, samples)
     if speedups:
         candidates['pytorch (no speed-ups)'] = pytorch_inference(
             plain, inputs, samples)
