@@ -6,6 +6,10 @@ PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 DEMO_CONFIG := configs/quickstart/conditional_detr_r18_synthetic.py
 DEMO_WORK_DIR := work_dirs/demo
+# Test processes (pytest-xdist), each module in one of them; each process
+# and the tools it starts use one CPU thread (tests/conftest.py).
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 # Optional for CPU training (docs/speed.md): glibc keeps freed memory in the
 # process instead of unmapping it and faulting fresh pages in every step.
 CPU_MALLOC_ENV := MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=17179869184
@@ -53,13 +57,13 @@ demo: install
 	$(CPU_MALLOC_ENV) $(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_WORK_DIR)/epoch_$$($(PY) -c "from mmengine import Config; print(Config.fromfile('$(DEMO_CONFIG)').train_cfg.max_epochs)").pth --eval bbox
 
 test: install-test
-	$(PY) -m pytest tests
+	$(PY) -m pytest $(PYTEST_PARALLEL) tests
 
 # The tests of training, resuming, testing, ONNX export and the converters
 # on the oldest supported torch, in $(OLDEST_VENV) (built once: torch from
 # PyPI, mmcv 2.1.0 compiled against it; docs/development.md).
 test-oldest-torch: $(OLDEST_VENV)/.installed
-	$(OLDEST_PY) -m pytest -m oldest_torch tests
+	$(OLDEST_PY) -m pytest $(PYTEST_PARALLEL) -m oldest_torch tests
 
 $(OLDEST_VENV)/.installed: requirements.txt requirements-test.txt setup.py
 	test -x $(OLDEST_PY) || python3 -m venv $(OLDEST_VENV)
@@ -72,7 +76,8 @@ $(OLDEST_VENV)/.installed: requirements.txt requirements-test.txt setup.py
 		$(OLDEST_PY) -m pip install --no-cache-dir --no-build-isolation \
 		mmcv==2.1.0
 	$(OLDEST_PY) -m pip install -r requirements.txt \
-		$(call NUMPY_FOR_TORCH,$(OLDEST_PY)) pytest pytest-timeout
+		$(call NUMPY_FOR_TORCH,$(OLDEST_PY)) pytest pytest-timeout \
+		pytest-xdist==3.8.0
 	$(OLDEST_PY) -m pip install --no-build-isolation -e ".[deploy]" \
 		$(call NUMPY_FOR_TORCH,$(OLDEST_PY))
 	touch $@

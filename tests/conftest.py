@@ -47,6 +47,15 @@ needs_safe_loading = pytest.mark.skipif(
     reason=f'torch {torch.__version__} cannot restrict unpickling')
 
 
+def pytest_configure(config) -> None:
+    """In a pytest-xdist worker (``make test`` runs several), torch and the
+    tools the tests start use one thread, so the workers share the cores
+    instead of each spinning threads on all of them."""
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        os.environ['OMP_NUM_THREADS'] = '1'
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Mark the modules of :data:`OLDEST_TORCH_MODULES` ``oldest_torch``;
     tests marked ``cuda`` skip where no CUDA device is."""

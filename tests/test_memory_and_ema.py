@@ -66,6 +66,18 @@ def test_checkpointing_recomputes_layers_in_the_backward_pass():
     assert len(calls) == 3
 
 
+def test_flops_of_a_checkpointed_model_are_the_plain_models():
+    """The benchmark counts multiply-adds by tracing; checkpointed layers
+    (which cannot be traced) count as the plain ones."""
+    from mmdet_cdetr.analysis.benchmark import flops_by_module
+    counts = []
+    for with_cp in (False, True):
+        model = _model(with_cp)
+        inputs, samples = batch_with_boxes(model)
+        counts.append(flops_by_module(model, inputs, samples)[''])
+    assert counts[0] > 0 and counts[0] == counts[1]
+
+
 def test_r50_cp_config_sets_every_switch():
     cfg = Config.fromfile(
         str(REPO / 'configs/conditional_detr/'

@@ -287,12 +287,15 @@ class DetectorBench:
 def flops_by_module(model: nn.Module, inputs: Tensor,
                     samples: list) -> Dict[str, int]:
     """mmengine's multiply-add count of the ``mode='tensor'`` forward, per
-    module name (``''``: the whole model)."""
+    module name (``''``: the whole model). Traced without autograd: the
+    count needs none, and activation checkpointing (``with_cp``), which
+    only runs where gradients are recorded, cannot be traced."""
     analyzer = FlopAnalyzer(_TensorForward(model, samples), (inputs, ))
     analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
-    return analyzer.by_module()
+    with torch.no_grad():
+        return analyzer.by_module()
 
 
 class _TensorForward(nn.Module):
