@@ -12,6 +12,7 @@ from typing import List, Optional
 import numpy as np
 import pytest
 import torch
+from forked_tools import run_forked
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
@@ -109,12 +110,15 @@ def build_quick_model(**head_overrides) -> torch.nn.Module:
 def run_tool(args: List[str],
              timeout: int = 600,
              env: Optional[dict] = None) -> subprocess.CompletedProcess:
-    """Run a ``tools/`` command line with this interpreter, from the repo."""
+    """Run a ``tools/`` command line from the repo, in a process of its own:
+    a shell script as it is, a Python tool forked from a process that has
+    imported the libraries already (:mod:`forked_tools`)."""
     env = dict(os.environ if env is None else env, PYTHONPATH=str(REPO))
     env.pop('MMDET_CDETR_TRACEBACK', None)
-    cmd = args if args[0].endswith('.sh') else [sys.executable] + args
+    if not str(args[0]).endswith('.sh'):
+        return run_forked(args, REPO, env, timeout)
     return subprocess.run(
-        cmd,
+        args,
         cwd=REPO,
         env=env,
         capture_output=True,
