@@ -176,7 +176,9 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
         return 0
     before = _resident_kib('VmRSS')
     fn()
-    return (_resident_kib('VmHWM') - before) * 1024
+    # Linux syncs the counters behind VmHWM lazily: a step that allocated
+    # nothing new can read below ``before``, which means no growth.
+    return max(0, _resident_kib('VmHWM') - before) * 1024
 
 
 def _resident_kib(field: str) -> int:
