@@ -40,7 +40,7 @@ OLDEST_TORCH_MODULES = {
     'test_distributed', 'test_decoder_math', 'test_conditional_attention',
     'test_head', 'test_detector', 'test_end_to_end', 'test_exact_resume',
     'test_converters', 'test_deployment', 'test_checkpoint_safety',
-    'test_speedups', 'test_torch_compat'
+    'test_speedups', 'test_folded_batch_norm', 'test_torch_compat'
 }
 # Unpickling restricted to an allow-list needs torch 2.6 (torch_compat).
 needs_safe_loading = pytest.mark.skipif(

@@ -133,11 +133,10 @@ def test_ema_checkpoints_carry_and_test_the_averaged_weights(
         predictions[name] = _scores(out)
         if name == 'ema_config':
             log = test.stdout + test.stderr
-            assert 'CPU speed-ups applied: channels_last' in log
-            assert 'folded_batch_norms' not in log
+            assert ('CPU speed-ups applied: folded_batch_norms, '
+                    'channels_last') in log
     # A few iterations move the weights little, so the averaged and trained
-    # models' detections are close; the same weights agree far closer (up
-    # to the plain config's folded batch norms).
+    # models' detections are close; the same weights agree far closer.
     same = (predictions['ema_config'] - predictions['plain_config']).abs()
     other = (predictions['ema_config'] - predictions['trained_weights']).abs()
     assert same.max() < 1e-5

@@ -22,7 +22,8 @@ from mmdet_cdetr.engine import SpeedUpHook
 from mmdet_cdetr.models.layers.attention import (attention_weights,
                                                  multi_head_attention)
 from mmdet_cdetr.registry import MODELS
-from mmdet_cdetr.speedup import (FastDropout, apply_speedups, dropout,
+from mmdet_cdetr.speedup import (FastDropout, NormFoldedIntoConv,
+                                 apply_speedups, dropout,
                                  keep_mask, speedup_setting, speedups_wanted,
                                  use_fast_dropout)
 from mmdet_cdetr.speedup.fast_dropout import KeptTimesScale
@@ -191,7 +192,9 @@ def test_training_speedups_keep_losses_gradients_and_state():
     strides)."""
     plain = without_dropout(build_model(1)).train()
     fast = copy.deepcopy(plain)
-    assert apply_speedups(fast) == ['channels_last', 'fast_dropout']
+    assert apply_speedups(fast) == [
+        'folded_batch_norms', 'channels_last', 'fast_dropout'
+    ]
     assert fast.state_dict().keys() == plain.state_dict().keys()
     dropouts = [m for m in fast.modules() if isinstance(m, nn.Dropout)]
     assert dropouts and all(type(m) is FastDropout for m in dropouts)
@@ -224,9 +227,8 @@ def test_inference_speedups_fold_batch_norms_and_keep_detections():
     fast = copy.deepcopy(plain)
     assert apply_speedups(
         fast, inference=True) == ['folded_batch_norms', 'channels_last']
-    assert not any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm)
-        for m in fast.backbone.modules())
+    norms = [m for m in fast.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(type(m) is NormFoldedIntoConv for m in norms)
     inputs, samples = parity_batch(plain)
     with torch.no_grad():
         ours = fast.predict(inputs, copy.deepcopy(samples), rescale=False)
@@ -274,7 +276,8 @@ def test_speedup_hook_in_train_and_test_logs_one_line(synthetic_root, tmp_path,
         str(work)
     ])
     assert test.returncode == 0, test.stderr[-3000:]
-    for result, names in ((train, 'channels_last, fast_dropout'),
+    for result, names in ((train,
+                           'folded_batch_norms, channels_last, fast_dropout'),
                           (test, 'folded_batch_norms, channels_last')):
         lines = [
             line for line in (result.stdout + result.stderr).splitlines()

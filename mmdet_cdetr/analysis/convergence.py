@@ -13,17 +13,18 @@ spread, so every number is a mean over seeds with its range.
 """
 import os.path as osp
 import statistics
-from concurrent.futures import ProcessPoolExecutor
 from glob import glob
 from itertools import zip_longest
 from multiprocessing import get_context
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmdet_cdetr.utils.errors import InputNotFoundError
+from mmdet_cdetr.utils.errors import InputNotFoundError, UserError
 from mmdet_cdetr.visualization.training_logs import read_json_lines
 
 AP_KEY = 'coco/bbox_mAP'
@@ -63,16 +64,32 @@ def train_configs(configs: Sequence[str],
     CPU threads are split between the jobs.
     """
     threads = max(1, torch.get_num_threads() // jobs)
-    with ProcessPoolExecutor(
-            jobs, mp_context=get_context('spawn'),
-            max_tasks_per_child=1) as pool:
-        futures = [
-            pool.submit(train_config, config, work_dir, options, threads)
-            for config, work_dir, options in zip_longest(
-                configs, work_dirs, cfg_options)
-        ]
-        for future in futures:
-            future.result()
+    waiting = list(zip_longest(configs, work_dirs, cfg_options))[::-1]
+    running: List[Tuple[BaseProcess, str]] = []
+    context = get_context('spawn')
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                config, work_dir, options = waiting.pop()
+                process = context.Process(
+                    target=train_config,
+                    args=(config, work_dir, options, threads))
+                process.start()
+                running.append((process, config))
+            wait([process.sentinel for process, _ in running])
+            for process, config in list(running):
+                if process.exitcode is None:
+                    continue
+                running.remove((process, config))
+                if process.exitcode:
+                    raise UserError(f'training {config} failed (exit code '
+                                    f'{process.exitcode}; its error is '
+                                    'above); the other runs were stopped')
+    finally:
+        # A failed run, Ctrl-C or the tool's SIGTERM ends the others too.
+        for process, _ in running:
+            process.terminate()
+            process.join()
 
 
 def run_work_dir(study_dir: str, model: str, seed: int) -> str:

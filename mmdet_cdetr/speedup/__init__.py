@@ -4,10 +4,13 @@ from .apply import (Enable, apply_configured_speedups, apply_speedups,
                     apply_wanted_speedups, model_device, speedup_setting,
                     speedups_wanted)
 from .fast_dropout import FastDropout, dropout, keep_mask, use_fast_dropout
+from .folded_batch_norm import (ConvFoldingNorm, NormFoldedIntoConv,
+                                fold_batch_norms)
 
 __all__ = [
     'Enable', 'apply_configured_speedups', 'apply_speedups',
     'apply_wanted_speedups', 'model_device', 'speedup_setting',
     'speedups_wanted', 'FastDropout', 'dropout', 'keep_mask',
-    'use_fast_dropout'
+    'use_fast_dropout', 'ConvFoldingNorm', 'NormFoldedIntoConv',
+    'fold_batch_norms'
 ]

@@ -10,8 +10,10 @@ only when asked (the configs' :class:`~mmdet_cdetr.engine.SpeedUpHook`,
   CPU) and the neck's output is already the (bs, HW, C) token layout.
 * ``fast_dropout``: each ``nn.Dropout`` replaced by
   :class:`~.fast_dropout.FastDropout` (numpy masks; training only).
-* ``folded_batch_norms``: each batch norm folded into the convolution before
-  it with mmcv's ``fuse_conv_bn`` (inference only: it rewrites weights).
+* ``folded_batch_norms``: each eval-mode batch norm of the backbone and neck
+  folded into the convolution before it at every call
+  (:mod:`.folded_batch_norm`), in training and inference; the weights stay
+  as they are.
 
 The numbers behind each choice are in ``docs/speed.md``; what a speed-up
 changes in the values is float32 rounding, never the model.
@@ -20,13 +22,13 @@ import logging
 from typing import List, Optional, Union
 
 import torch
-from mmcv.cnn import fuse_conv_bn
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from torch import nn
 
 from mmdet_cdetr.utils.errors import ConfigError
 from .fast_dropout import use_fast_dropout
+from .folded_batch_norm import fold_batch_norms
 
 #: ``enable`` values: ``'auto'`` turns the speed-ups on where they were
 #: measured to pay (models on the CPU), ``True``/``False`` force them.
@@ -52,19 +54,14 @@ def model_device(model: nn.Module) -> torch.device:
 
 def apply_speedups(model: nn.Module,
                    inference: bool = False,
-                   fold_batch_norms: bool = True,
                    channels_last: bool = True) -> List[str]:
     """Apply the speed-ups to ``model`` (a detector, or a wrapper of one) in
     place and log one line naming them; returns their names.
 
     Args:
-        model: The model, with its final weights when ``inference``.
-        inference: Speed-ups for inference: batch norms folded into
-            convolutions (the weights are rewritten: only for models that
-            will not train again) instead of faster dropout masks.
-        fold_batch_norms: Whether ``inference`` folds batch norms (not
-            where another hook swaps the model's parameters, as MMEngine's
-            ``EMAHook`` does: the folded model has other ones).
+        model: The model.
+        inference: Whether the model only runs inference: then its dropout
+            is left as it is (it draws no masks).
         channels_last: Whether to convert backbone and neck (not for a
             model DDP already wraps for training: its gradient buckets keep
             the weights' old layout, and the optimiser would then see
@@ -76,9 +73,7 @@ def apply_speedups(model: nn.Module,
         getattr(model, name) for name in ('backbone', 'neck')
         if getattr(model, name, None) is not None
     ]
-    if inference and fold_batch_norms and convolutional:
-        for part in convolutional:
-            fuse_conv_bn(part)
+    if sum(fold_batch_norms(part) for part in convolutional):
         applied.append('folded_batch_norms')
     if channels_last:
         for part in convolutional:

@@ -5,6 +5,8 @@ import argparse
 import json
 import os
 import os.path as osp
+import signal
+import sys
 
 from mmengine.config import DictAction
 
@@ -102,6 +104,13 @@ def main(args: argparse.Namespace) -> None:
     print(f'\nplot: {plot_file}\nsummary: {json_file}')
 
 
+def exit_on_sigterm(signum: int, frame) -> None:
+    """SIGTERM as an exit, so that the runs still training are stopped
+    too (``train_configs`` ends them when it is left)."""
+    sys.exit(128 + signum)
+
+
 if __name__ == '__main__':
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     with report_user_errors():
         main(parse_args())

@@ -1,4 +1,4 @@
-from mmengine.hooks import EMAHook, Hook
+from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
@@ -10,12 +10,10 @@ from mmdet_cdetr.speedup import Enable, apply_wanted_speedups, speedups_wanted
 class SpeedUpHook(Hook):
     """Apply :func:`mmdet_cdetr.speedup.apply_speedups` to the runner's
     model: the training ones before training (after the weights are loaded
-    or resumed), and the inference ones, batch norms folded included, before
-    testing. Validation during training runs the training model as it is.
-    With an ``EMAHook``, which swaps the averaged parameters in for testing,
-    batch norms are not folded. A model that MMEngine already wrapped in DDP
-    for training keeps its layout (DDP laid its gradient buckets out for
-    it).
+    or resumed), and the inference ones before testing. Validation during
+    training runs the training model as it is. A model that MMEngine already
+    wrapped in DDP for training keeps its layout (DDP laid its gradient
+    buckets out for it).
 
     Args:
         enable: ``'auto'`` (default): only for a model on the CPU, where the
@@ -36,9 +34,4 @@ class SpeedUpHook(Hook):
             channels_last=not is_model_wrapper(runner.model))
 
     def before_test(self, runner: Runner) -> None:
-        swapping = any(isinstance(hook, EMAHook) for hook in runner.hooks)
-        apply_wanted_speedups(
-            runner.model,
-            self.enable,
-            inference=True,
-            fold_batch_norms=not swapping)
+        apply_wanted_speedups(runner.model, self.enable, inference=True)
