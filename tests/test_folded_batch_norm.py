@@ -141,7 +141,6 @@ def test_only_conv_norm_pairs_are_folded():
         nn.Conv2d(6, 6, 1),
         nn.BatchNorm2d(6))
     assert fold_batch_norms(layers) == 1
-    assert [type(m).__name__ for m in layers][-2:] == [
-        'ConvFoldingNorm', 'NormFoldedIntoConv'
-    ]
+    assert [type(m).__name__
+            for m in layers][-2:] == ['ConvFoldingNorm', 'NormFoldedIntoConv']
     assert fold_batch_norms(layers) == 1

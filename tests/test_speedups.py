@@ -23,8 +23,8 @@ from mmdet_cdetr.models.layers.attention import (attention_weights,
                                                  multi_head_attention)
 from mmdet_cdetr.registry import MODELS
 from mmdet_cdetr.speedup import (FastDropout, NormFoldedIntoConv,
-                                 apply_speedups, dropout,
-                                 keep_mask, speedup_setting, speedups_wanted,
+                                 apply_speedups, dropout, keep_mask,
+                                 speedup_setting, speedups_wanted,
                                  use_fast_dropout)
 from mmdet_cdetr.speedup.fast_dropout import KeptTimesScale
 from mmdet_cdetr.utils import ConfigError
@@ -227,7 +227,9 @@ def test_inference_speedups_fold_batch_norms_and_keep_detections():
     fast = copy.deepcopy(plain)
     assert apply_speedups(
         fast, inference=True) == ['folded_batch_norms', 'channels_last']
-    norms = [m for m in fast.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    norms = [
+        m for m in fast.backbone.modules() if isinstance(m, nn.BatchNorm2d)
+    ]
     assert norms and all(type(m) is NormFoldedIntoConv for m in norms)
     inputs, samples = parity_batch(plain)
     with torch.no_grad():

@@ -40,8 +40,10 @@ class NormFoldedIntoConv(nn.BatchNorm2d):
             norm.affine,
             norm.track_running_stats,
             device='meta')
-        for name, value in [*norm.named_parameters(recurse=False),
-                            *norm.named_buffers(recurse=False)]:
+        for name, value in [
+                *norm.named_parameters(recurse=False),
+                *norm.named_buffers(recurse=False)
+        ]:
             setattr(new, name, value)
         new.train(norm.training)
         return new
