@@ -45,8 +45,8 @@ def test_benchmark_smoke(tmp_path):
         'ours-no-speedups': False,
         'mmdet-conditional-detr': False
     }
-    assert 'CPU speed-ups applied: channels_last, fast_dropout' in (
-        result.stdout + result.stderr)
+    assert ('CPU speed-ups applied: folded_batch_norms, channels_last, '
+            'fast_dropout') in (result.stdout + result.stderr)
     for r in (ours, builtin):
         for step in STEPS:
             assert len(r[step]['values']) == 2
