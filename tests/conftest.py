@@ -12,7 +12,7 @@ from typing import List, Optional
 import numpy as np
 import pytest
 import torch
-from forked_tools import run_forked
+from forked_tools import run_forked, run_forked_distributed
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
@@ -124,6 +124,21 @@ def run_tool(args: List[str],
         capture_output=True,
         text=True,
         timeout=timeout)
+
+
+def run_tool_distributed(
+        args: List[str],
+        nprocs: int,
+        port: int,
+        timeout: int = 600,
+        env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """A Python tool in ``nprocs`` processes with ``--launcher pytorch``, as
+    ``tools/dist_*.sh`` start it, the processes forked as :func:`run_tool`'s
+    (the scripts themselves are tested in test_end_to_end and
+    test_launchers)."""
+    env = dict(os.environ if env is None else env, PYTHONPATH=str(REPO))
+    env.pop('MMDET_CDETR_TRACEBACK', None)
+    return run_forked_distributed(args, nprocs, port, REPO, env, timeout)
 
 
 _fresh_loggers = itertools.count()

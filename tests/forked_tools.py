@@ -16,6 +16,8 @@ import runpy
 import subprocess
 import sys
 import tempfile
+import time
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import List
 
@@ -76,3 +78,56 @@ def run_forked(args: List[str], cwd: Path, env: dict,
             args, child.exitcode,
             Path(out).read_text(errors='replace'),
             Path(err).read_text(errors='replace'))
+
+
+def run_forked_distributed(args: List[str], nprocs: int, port: int, cwd: Path,
+                           env: dict,
+                           timeout: int) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=nprocs --master_port=port *args
+    --launcher pytorch`` on this machine, its processes forked from the
+    fork server: each rank gets torchrun's environment, and when one rank
+    fails the others are ended, as torchrun does. stdout and stderr are the
+    ranks' in rank order; the exit status is the first failed rank's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ranks = []
+        for rank in range(nprocs):
+            rank_env = dict(
+                env,
+                RANK=str(rank),
+                LOCAL_RANK=str(rank),
+                WORLD_SIZE=str(nprocs),
+                LOCAL_WORLD_SIZE=str(nprocs),
+                MASTER_ADDR='127.0.0.1',
+                MASTER_PORT=str(port))
+            rank_env.setdefault('OMP_NUM_THREADS', '1')
+            out = os.path.join(tmp, f'stdout{rank}')
+            err = os.path.join(tmp, f'stderr{rank}')
+            child = _context.Process(
+                target=_tool_main,
+                args=(str(args[0]),
+                      [str(a) for a in args[1:]] + ['--launcher', 'pytorch'],
+                      rank_env, str(cwd), out, err))
+            child.start()
+            ranks.append((child, out, err))
+        deadline = time.monotonic() + timeout
+        running = [child for child, _, _ in ranks]
+        timed_out = False
+        while running:
+            left = max(deadline - time.monotonic(), 0)
+            if not wait([child.sentinel for child in running], left):
+                timed_out = True
+                break
+            running = [child for child in running if child.is_alive()]
+            if any(child.exitcode for child, _, _ in ranks):
+                break
+        for child in running:
+            child.kill()
+            child.join()
+        if timed_out:
+            raise subprocess.TimeoutExpired(args, timeout)
+        codes = [child.exitcode for child, _, _ in ranks]
+        return subprocess.CompletedProcess(
+            args, next((code for code in codes if code), 0), ''.join(
+                Path(out).read_text(errors='replace') for _, out, _ in ranks),
+            ''.join(
+                Path(err).read_text(errors='replace') for _, _, err in ranks))

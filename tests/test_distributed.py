@@ -3,18 +3,16 @@ official criterion does (by the box count averaged over processes), the
 fine-tuning classifier is the same on every rank, and a 2-process run
 resumed from a checkpoint reports and saves what the uninterrupted run
 does."""
-import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from conftest import (REPO, build_model, build_quick_model, parity_batch,
-                      run_tool, without_dropout, write_config)
+from conftest import (build_model, build_quick_model, parity_batch, run_tool,
+                      run_tool_distributed, without_dropout, write_config)
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 from scipy.optimize import linear_sum_assignment
@@ -234,21 +232,18 @@ def test_two_process_resume_repeats_weights_and_metrics(
         train_cfg='dict(max_epochs=2, val_interval=1)',
         randomness='dict(seed=0, diff_rank_seed=True)',
     )
-    env = dict(os.environ, PYTHON=sys.executable)
 
-    def train(work_dir: Path, port: str, *extra: str):
-        result = run_tool([
-            str(REPO / 'tools/dist_train.sh'), config, '2', '--work-dir',
-            str(work_dir), *extra
-        ],
-                          env=dict(env, PORT=port))
+    def train(work_dir: Path, port: int, *extra: str):
+        result = run_tool_distributed(
+            ['tools/train.py', config, '--work-dir',
+             str(work_dir), *extra], 2, port)
         assert result.returncode == 0, result.stderr[-3000:]
 
     whole, resumed = tmp_path / 'whole', tmp_path / 'resumed'
-    train(whole, '29531')
+    train(whole, 29531)
     resumed.mkdir()
     shutil.copy(whole / 'epoch_1.pth', resumed / 'epoch_1.pth')
-    train(resumed, '29532', '--resume', str(resumed / 'epoch_1.pth'))
+    train(resumed, 29532, '--resume', str(resumed / 'epoch_1.pth'))
 
     final = [load_weights_only(d / 'epoch_2.pth') for d in (whole, resumed)]
     for key, value in final[0]['state_dict'].items():
