@@ -113,8 +113,7 @@ def run_tool(args: List[str],
     """Run a ``tools/`` command line from the repo, in a process of its own:
     a shell script as it is, a Python tool forked from a process that has
     imported the libraries already (:mod:`forked_tools`)."""
-    env = dict(os.environ if env is None else env, PYTHONPATH=str(REPO))
-    env.pop('MMDET_CDETR_TRACEBACK', None)
+    env = _tool_env(env)
     if not str(args[0]).endswith('.sh'):
         return run_forked(args, REPO, env, timeout)
     return subprocess.run(
@@ -136,9 +135,16 @@ def run_tool_distributed(
     ``tools/dist_*.sh`` start it, the processes forked as :func:`run_tool`'s
     (the scripts themselves are tested in test_end_to_end and
     test_launchers)."""
+    return run_forked_distributed(args, nprocs, port, REPO, _tool_env(env),
+                                  timeout)
+
+
+def _tool_env(env: Optional[dict]) -> dict:
+    """A tool's environment: ``env`` (default: ours) with the repository
+    importable and user errors in their one-line form."""
     env = dict(os.environ if env is None else env, PYTHONPATH=str(REPO))
     env.pop('MMDET_CDETR_TRACEBACK', None)
-    return run_forked_distributed(args, nprocs, port, REPO, env, timeout)
+    return env
 
 
 _fresh_loggers = itertools.count()

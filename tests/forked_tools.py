@@ -62,22 +62,7 @@ def run_forked(args: List[str], cwd: Path, env: dict,
     """``python *args`` (``args[0]`` a Python tool) in a child of the fork
     server, as :func:`subprocess.run` with ``capture_output=True,
     text=True`` returns it."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out, err = os.path.join(tmp, 'stdout'), os.path.join(tmp, 'stderr')
-        child = _context.Process(
-            target=_tool_main,
-            args=(str(args[0]), [str(a)
-                                 for a in args[1:]], env, str(cwd), out, err))
-        child.start()
-        child.join(timeout)
-        if child.is_alive():
-            child.kill()
-            child.join()
-            raise subprocess.TimeoutExpired(args, timeout)
-        return subprocess.CompletedProcess(
-            args, child.exitcode,
-            Path(out).read_text(errors='replace'),
-            Path(err).read_text(errors='replace'))
+    return _run_children(args, [env], cwd, timeout)
 
 
 def run_forked_distributed(args: List[str], nprocs: int, port: int, cwd: Path,
@@ -88,29 +73,40 @@ def run_forked_distributed(args: List[str], nprocs: int, port: int, cwd: Path,
     fork server: each rank gets torchrun's environment, and when one rank
     fails the others are ended, as torchrun does. stdout and stderr are the
     ranks' in rank order; the exit status is the first failed rank's."""
+    rank_envs = []
+    for rank in range(nprocs):
+        rank_env = dict(
+            env,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(nprocs),
+            LOCAL_WORLD_SIZE=str(nprocs),
+            MASTER_ADDR='127.0.0.1',
+            MASTER_PORT=str(port))
+        rank_env.setdefault('OMP_NUM_THREADS', '1')
+        rank_envs.append(rank_env)
+    return _run_children([*args, '--launcher', 'pytorch'], rank_envs, cwd,
+                         timeout)
+
+
+def _run_children(args: List[str], envs: List[dict], cwd: Path,
+                  timeout: int) -> subprocess.CompletedProcess:
+    """``python *args`` in one forked child per environment of ``envs``,
+    until all end, one fails (the others are then killed) or ``timeout``
+    passes; their outputs joined in order, the first failure's status."""
     with tempfile.TemporaryDirectory() as tmp:
-        ranks = []
-        for rank in range(nprocs):
-            rank_env = dict(
-                env,
-                RANK=str(rank),
-                LOCAL_RANK=str(rank),
-                WORLD_SIZE=str(nprocs),
-                LOCAL_WORLD_SIZE=str(nprocs),
-                MASTER_ADDR='127.0.0.1',
-                MASTER_PORT=str(port))
-            rank_env.setdefault('OMP_NUM_THREADS', '1')
-            out = os.path.join(tmp, f'stdout{rank}')
-            err = os.path.join(tmp, f'stderr{rank}')
+        children = []
+        for i, env in enumerate(envs):
+            out = os.path.join(tmp, f'stdout{i}')
+            err = os.path.join(tmp, f'stderr{i}')
             child = _context.Process(
                 target=_tool_main,
-                args=(str(args[0]),
-                      [str(a) for a in args[1:]] + ['--launcher', 'pytorch'],
-                      rank_env, str(cwd), out, err))
+                args=(str(args[0]), [str(a) for a in args[1:]], env, str(cwd),
+                      out, err))
             child.start()
-            ranks.append((child, out, err))
+            children.append((child, out, err))
         deadline = time.monotonic() + timeout
-        running = [child for child, _, _ in ranks]
+        running = [child for child, _, _ in children]
         timed_out = False
         while running:
             left = max(deadline - time.monotonic(), 0)
@@ -118,16 +114,17 @@ def run_forked_distributed(args: List[str], nprocs: int, port: int, cwd: Path,
                 timed_out = True
                 break
             running = [child for child in running if child.is_alive()]
-            if any(child.exitcode for child, _, _ in ranks):
+            if any(child.exitcode for child, _, _ in children):
                 break
         for child in running:
             child.kill()
             child.join()
         if timed_out:
             raise subprocess.TimeoutExpired(args, timeout)
-        codes = [child.exitcode for child, _, _ in ranks]
+        codes = [child.exitcode for child, _, _ in children]
         return subprocess.CompletedProcess(
             args, next((code for code in codes if code), 0), ''.join(
-                Path(out).read_text(errors='replace') for _, out, _ in ranks),
-            ''.join(
-                Path(err).read_text(errors='replace') for _, _, err in ranks))
+                Path(out).read_text(errors='replace')
+                for _, out, _ in children), ''.join(
+                    Path(err).read_text(errors='replace')
+                    for _, _, err in children))
