@@ -18,6 +18,9 @@ CPU_MALLOC_ENV := MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=17179869184
 OLDEST_TORCH ?= 2.1.2
 OLDEST_VENV ?= .venv-torch$(OLDEST_TORCH)
 OLDEST_PY := $(OLDEST_VENV)/bin/python
+# The HuggingFace reference of the parity tests there: transformers 5 needs
+# torch 2.6, 4.46 still runs on 2.1.
+OLDEST_TRANSFORMERS ?= 4.46.3
 # numpy 2 needs torch 2.3 or newer.
 NUMPY_FOR_TORCH = "$$($(1) -c "import torch; v = tuple(int(p) for p in \
 	torch.__version__.split('+')[0].split('.')[:2]); \
@@ -65,7 +68,8 @@ test: install-test
 test-oldest-torch: $(OLDEST_VENV)/.installed
 	$(OLDEST_PY) -m pytest $(PYTEST_PARALLEL) -m oldest_torch tests
 
-$(OLDEST_VENV)/.installed: requirements.txt requirements-test.txt setup.py
+$(OLDEST_VENV)/.installed: requirements.txt requirements-test.txt setup.py \
+		Makefile
 	test -x $(OLDEST_PY) || python3 -m venv $(OLDEST_VENV)
 	$(OLDEST_PY) -m pip install torch==$(OLDEST_TORCH)
 	$(OLDEST_PY) -m pip install --quiet --upgrade pip wheel ninja \
@@ -77,8 +81,8 @@ $(OLDEST_VENV)/.installed: requirements.txt requirements-test.txt setup.py
 		mmcv==2.1.0
 	$(OLDEST_PY) -m pip install -r requirements.txt \
 		$(call NUMPY_FOR_TORCH,$(OLDEST_PY)) pytest pytest-timeout \
-		pytest-xdist==3.8.0
-	$(OLDEST_PY) -m pip install --no-build-isolation -e ".[deploy]" \
+		pytest-xdist==3.8.0 transformers==$(OLDEST_TRANSFORMERS)
+	$(OLDEST_PY) -m pip install --no-build-isolation -e ".[deploy,tensorboard]" \
 		$(call NUMPY_FOR_TORCH,$(OLDEST_PY))
 	touch $@
 

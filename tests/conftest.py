@@ -1,4 +1,5 @@
 import copy
+import importlib.metadata
 import itertools
 import os
 import os.path as osp
@@ -23,8 +24,7 @@ import mmdet_cdetr  # noqa: F401  (registers the components)
 from mmdet_cdetr.datasets import make_synthetic_coco
 from mmdet_cdetr.models import ConditionalDETR
 from mmdet_cdetr.registry import MODELS
-from mmdet_cdetr.utils.torch_compat import (SAFE_WEIGHTS_ONLY_LOAD,
-                                            TORCH_VERSION)
+from mmdet_cdetr.utils.torch_compat import SAFE_WEIGHTS_ONLY_LOAD
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK_CONFIG = str(REPO /
@@ -36,12 +36,20 @@ R50_CONFIG = str(
 # exactness tests (official code, mmdet's built-in, Group DETR, 1 and 2
 # processes), training, --resume, tools/test.py, ONNX export, converters.
 OLDEST_TORCH_MODULES = {
-    'test_parity_mmdet', 'test_parity_official', 'test_group_detr',
-    'test_distributed', 'test_decoder_math', 'test_conditional_attention',
-    'test_head', 'test_detector', 'test_end_to_end', 'test_exact_resume',
-    'test_converters', 'test_deployment', 'test_checkpoint_safety',
-    'test_speedups', 'test_folded_batch_norm', 'test_torch_compat'
+    'test_parity_mmdet', 'test_parity_official', 'test_parity_huggingface',
+    'test_group_detr', 'test_distributed', 'test_decoder_math',
+    'test_conditional_attention', 'test_head', 'test_detector',
+    'test_end_to_end', 'test_exact_resume', 'test_converters',
+    'test_deployment', 'test_checkpoint_safety', 'test_speedups',
+    'test_folded_batch_norm', 'test_torch_compat'
 }
+# HuggingFace's reference model: transformers 5 needs torch 2.6, so the
+# oldest torch's environment has transformers 4, whose API differs a little.
+try:
+    TRANSFORMERS_4 = digit_version(
+        importlib.metadata.version('transformers')) < digit_version('5.0.0')
+except importlib.metadata.PackageNotFoundError:
+    TRANSFORMERS_4 = False
 # Unpickling restricted to an allow-list needs torch 2.6 (torch_compat).
 needs_safe_loading = pytest.mark.skipif(
     not SAFE_WEIGHTS_ONLY_LOAD,
@@ -345,9 +353,7 @@ def hf_reference(tmp_path_factory):
     its own ResNet (bottleneck ResNet-50 of 1/8 width, as
     ``TINY_COCO_CONFIG``'s backbone) and 91 COCO logits, saved with
     ``save_pretrained`` (the hub's names) in ``.dir``."""
-    if TORCH_VERSION < digit_version('2.6.0'):  # transformers 5 needs it
-        pytest.skip(f'transformers 5 needs torch 2.6, not {torch.__version__}')
-    import transformers
+    transformers = pytest.importorskip('transformers')
     backbone = transformers.ResNetConfig(
         embedding_size=8,
         hidden_sizes=[32, 64, 128, 256],
@@ -355,9 +361,14 @@ def hf_reference(tmp_path_factory):
         layer_type='bottleneck',
         out_features=['stage4'])
     id2label = coco_id2label()
+    # transformers 4 (the one for torch below 2.6) defaults to a timm
+    # ResNet-50 with hub weights; 5 has only backbone_config.
+    legacy_backbone_options = dict(
+        use_timm_backbone=False, backbone=None,
+        use_pretrained_backbone=False) if TRANSFORMERS_4 else {}
     config = transformers.ConditionalDetrConfig(
         backbone_config=backbone,
-        use_timm_backbone=False,
+        **legacy_backbone_options,
         d_model=64,
         encoder_layers=2,
         decoder_layers=2,
@@ -398,7 +409,11 @@ def hf_detections(outputs, samples: list) -> list:
     from mmengine.structures import InstanceData
 
     from mmdet_cdetr.converters import COCO_CATEGORY_IDS
-    processor = transformers.ConditionalDetrImageProcessorPil()
+
+    # transformers 5's PIL-backed processor is 4's default one
+    processor = (
+        transformers.ConditionalDetrImageProcessor()
+        if TRANSFORMERS_4 else transformers.ConditionalDetrImageProcessorPil())
     sizes = [sample.img_shape for sample in samples]
     results = processor.post_process_object_detection(
         SimpleNamespace(

@@ -342,11 +342,16 @@ def official_group_training(hf_reference, queries: torch.Tensor,
     groups = torch.arange(len(queries)) // size
     blocked = torch.zeros(len(queries), len(queries)).masked_fill_(
         groups[:, None] != groups[None], float('-inf'))[None, None]
+
+    def within_groups(attend, *args, **kwargs):
+        # one mask row per image: transformers 4 checks the batch size
+        states = kwargs.get('hidden_states', args[0] if args else None)
+        mask = blocked.expand(len(states), -1, -1, -1)
+        return attend(*args, **dict(kwargs, attention_mask=mask))
+
     for layer in model.model.decoder.layers:
-        attend = layer.self_attn.forward
-        layer.self_attn.forward = functools.partial(
-            lambda *args, _attend=attend, **kwargs: _attend(
-                *args, **dict(kwargs, attention_mask=blocked)))
+        layer.self_attn.forward = functools.partial(within_groups,
+                                                    layer.self_attn.forward)
     criterion = DeformableDetrImageLoss(
         matcher=DeformableDetrHungarianMatcher(
             class_cost=2, bbox_cost=5, giou_cost=2),
