@@ -13,7 +13,7 @@ from typing import List, Optional
 import numpy as np
 import pytest
 import torch
-from forked_tools import run_forked, run_forked_distributed
+from forked_tools import ForkedTool, run_forked, run_forked_distributed
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
@@ -133,6 +133,12 @@ def run_tool(args: List[str],
         timeout=timeout)
 
 
+def start_tool(args: List[str], env: Optional[dict] = None) -> ForkedTool:
+    """A Python tool started as :func:`run_tool` starts it, left running
+    (for tests that signal it)."""
+    return ForkedTool(args, REPO, _tool_env(env))
+
+
 def run_tool_distributed(
         args: List[str],
         nprocs: int,
@@ -150,7 +156,9 @@ def run_tool_distributed(
 def _tool_env(env: Optional[dict]) -> dict:
     """A tool's environment: ``env`` (default: ours) with the repository
     importable and user errors in their one-line form."""
-    env = dict(os.environ if env is None else env, PYTHONPATH=str(REPO))
+    env = dict(os.environ if env is None else env)
+    env['PYTHONPATH'] = ':'.join(
+        filter(None, [str(REPO), env.get('PYTHONPATH')]))
     env.pop('MMDET_CDETR_TRACEBACK', None)
     return env
 
@@ -500,6 +508,13 @@ def write_config(path: Path,
     ] + [f'{key} = {value}' for key, value in overrides.items()]
     path.write_text('\n'.join(lines) + '\n')
     return str(path)
+
+
+# For write_config: training in the annotation file's order, so that an
+# image near its front is met in the first batch.
+UNSHUFFLED_TRAIN_LOADER = (
+    'dict(batch_size=8, num_workers=0, persistent_workers=False, '
+    'sampler=dict(shuffle=False), dataset=dict(data_root=data_root))')
 
 
 @pytest.fixture(scope='session')

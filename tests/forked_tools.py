@@ -19,7 +19,7 @@ import tempfile
 import time
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Tuple
 
 #: What every tool imports: loaded once in the fork server.
 PRELOAD = [
@@ -46,7 +46,9 @@ def _tool_main(tool: str, argv: List[str], env: dict, cwd: str, out: str,
         import torch
         torch.set_num_threads(int(threads))
     sys.argv = [tool, *argv]
+    # as a fresh interpreter: the tool's folder, then PYTHONPATH's entries
     sys.path[0] = os.path.dirname(os.path.abspath(tool))
+    sys.path[1:1] = [p for p in env.get('PYTHONPATH', '').split(':') if p]
     try:
         runpy.run_path(tool, run_name='__main__')
     finally:
@@ -55,6 +57,52 @@ def _tool_main(tool: str, argv: List[str], env: dict, cwd: str, out: str,
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
+
+
+class ForkedTool:
+    """``python *args`` (``args[0]`` a Python tool) running in a child of
+    the fork server, its stdout and stderr captured in files."""
+
+    def __init__(self, args: List[str], cwd: Path, env: dict) -> None:
+        self._outputs = tempfile.TemporaryDirectory()
+        self._out = os.path.join(self._outputs.name, 'stdout')
+        self._err = os.path.join(self._outputs.name, 'stderr')
+        self.args = args
+        self.process = _context.Process(
+            target=_tool_main,
+            args=(str(args[0]), [str(a) for a in args[1:]], env, str(cwd),
+                  self._out, self._err))
+        self.process.start()
+
+    def poll(self) -> Optional[int]:
+        """The exit status (minus the signal that ended it), or None."""
+        return self.process.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.process.pid, sig)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+
+    def wait(self, timeout: float) -> int:
+        """The exit status; the child is killed after ``timeout`` s."""
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            self.kill()
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.process.exitcode
+
+    def outputs(self) -> Tuple[str, str]:
+        """What the child wrote to stdout and stderr."""
+        return tuple(
+            Path(path).read_text(errors='replace')
+            for path in (self._out, self._err))
+
+    def communicate(self, timeout: float) -> Tuple[str, str]:
+        """As :meth:`subprocess.Popen.communicate`: wait, then outputs."""
+        self.wait(timeout)
+        return self.outputs()
 
 
 def run_forked(args: List[str], cwd: Path, env: dict,
@@ -94,37 +142,24 @@ def _run_children(args: List[str], envs: List[dict], cwd: Path,
     """``python *args`` in one forked child per environment of ``envs``,
     until all end, one fails (the others are then killed) or ``timeout``
     passes; their outputs joined in order, the first failure's status."""
-    with tempfile.TemporaryDirectory() as tmp:
-        children = []
-        for i, env in enumerate(envs):
-            out = os.path.join(tmp, f'stdout{i}')
-            err = os.path.join(tmp, f'stderr{i}')
-            child = _context.Process(
-                target=_tool_main,
-                args=(str(args[0]), [str(a) for a in args[1:]], env, str(cwd),
-                      out, err))
-            child.start()
-            children.append((child, out, err))
-        deadline = time.monotonic() + timeout
-        running = [child for child, _, _ in children]
-        timed_out = False
-        while running:
-            left = max(deadline - time.monotonic(), 0)
-            if not wait([child.sentinel for child in running], left):
-                timed_out = True
-                break
-            running = [child for child in running if child.is_alive()]
-            if any(child.exitcode for child, _, _ in children):
-                break
-        for child in running:
-            child.kill()
-            child.join()
-        if timed_out:
-            raise subprocess.TimeoutExpired(args, timeout)
-        codes = [child.exitcode for child, _, _ in children]
-        return subprocess.CompletedProcess(
-            args, next((code for code in codes if code), 0), ''.join(
-                Path(out).read_text(errors='replace')
-                for _, out, _ in children), ''.join(
-                    Path(err).read_text(errors='replace')
-                    for _, _, err in children))
+    children = [ForkedTool(args, cwd, env) for env in envs]
+    deadline = time.monotonic() + timeout
+    running = list(children)
+    timed_out = False
+    while running:
+        left = max(deadline - time.monotonic(), 0)
+        if not wait([child.process.sentinel for child in running], left):
+            timed_out = True
+            break
+        running = [child for child in running if child.poll() is None]
+        if any(child.poll() for child in children):
+            break
+    for child in running:
+        child.kill()
+    if timed_out:
+        raise subprocess.TimeoutExpired(args, timeout)
+    codes = [child.poll() for child in children]
+    outputs = [child.outputs() for child in children]
+    return subprocess.CompletedProcess(
+        args, next((code for code in codes if code), 0),
+        ''.join(out for out, _ in outputs), ''.join(err for _, err in outputs))

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 import torch
-from conftest import (QUICK_CONFIG, REPO, assert_clean_error, quick_cfg,
-                      run_tool, run_tool_in_process, write_config)
+from conftest import (QUICK_CONFIG, REPO, UNSHUFFLED_TRAIN_LOADER,
+                      assert_clean_error, quick_cfg, run_tool,
+                      run_tool_in_process, write_config)
 from mmengine.config import Config
 
 from mmdet_cdetr.cli import apply_resume, check_cfg_options, report_user_errors
@@ -35,7 +36,10 @@ def _train(config, tmp_path):
 def test_missing_image(data_copy, tmp_path):
     missing = sorted((data_copy / 'train').iterdir())[0]
     missing.unlink()
-    config = write_config(tmp_path / 'cfg.py', str(data_copy))
+    config = write_config(
+        tmp_path / 'cfg.py',
+        str(data_copy),
+        train_dataloader=UNSHUFFLED_TRAIN_LOADER)
     assert_clean_error(
         _train(config, tmp_path), 'Image not found', str(missing),
         'instances_train.json')

@@ -6,13 +6,11 @@ import errno
 import io
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
-from conftest import REPO, write_config
+from conftest import start_tool, write_config
 from mmengine.logging import MessageHub, MMLogger
 
 from mmdet_cdetr.engine.hooks import atomic_checkpoint_hook
@@ -50,26 +48,18 @@ def _train(config, work_dir, tmp_path, fault, *args):
     (tmp_path / 'faults.py').write_text(FAULTS)
     env = dict(
         os.environ,
-        PYTHONPATH=f'{REPO}:{tmp_path}',
+        PYTHONPATH=str(tmp_path),
         FAULT=fault,
         FAULT_MARKER=str(tmp_path / 'saving'))
-    command = [
-        sys.executable, 'tools/train.py', config, '--work-dir',
-        str(work_dir), *args
-    ]
-    return subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True)
+    return start_tool(
+        ['tools/train.py', config, '--work-dir',
+         str(work_dir), *args], env)
 
 
 def _signal_during_save_of_epoch_2(process, marker, sig):
     end = time.time() + 300
     while not marker.exists():
-        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert process.poll() is None, process.outputs()[1][-3000:]
         assert time.time() < end, 'the save of epoch 2 never started'
         time.sleep(0.2)
     marker.unlink()
@@ -108,7 +98,7 @@ def test_kill_during_checkpoint_write_then_resume(synthetic_root, tmp_path):
     # Resumed, undisturbed: the run completes and tidies up.
     process = _train(config, work_dir, tmp_path, 'none', '--resume')
     stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
+    assert process.poll() == 0, stderr[-3000:]
     assert 'resumed epoch: 1' in stdout
     assert _epoch(work_dir / 'epoch_2.pth') == 2
     assert (work_dir / 'last_checkpoint').read_text() == str(work_dir /

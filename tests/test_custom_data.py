@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import (REPO, assert_clean_error, quick_cfg, run_tool,
-                      write_config)
+from conftest import (REPO, UNSHUFFLED_TRAIN_LOADER, assert_clean_error,
+                      quick_cfg, run_tool, write_config)
 from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.fileio import LocalBackend, register_backend
@@ -458,7 +458,10 @@ def test_undecodable_image_in_train_and_val(data_copy, tmp_path, trained):
     empty.write_bytes(b'')
     corrupt = sorted((data_copy / 'val').iterdir())[3]
     corrupt.write_bytes(b'not an image at all')
-    config = write_config(tmp_path / 'cfg.py', str(data_copy))
+    config = write_config(
+        tmp_path / 'cfg.py',
+        str(data_copy),
+        train_dataloader=UNSHUFFLED_TRAIN_LOADER)
     train = run_tool(['tools/train.py', config, '--work-dir', str(tmp_path)])
     assert_clean_error(train, f'cannot decode image {empty}',
                        'instances_train.json')
