@@ -361,7 +361,7 @@ def hf_reference(tmp_path_factory):
     its own ResNet (bottleneck ResNet-50 of 1/8 width, as
     ``TINY_COCO_CONFIG``'s backbone) and 91 COCO logits, saved with
     ``save_pretrained`` (the hub's names) in ``.dir``."""
-    transformers = pytest.importorskip('transformers')
+    import transformers
     backbone = transformers.ResNetConfig(
         embedding_size=8,
         hidden_sizes=[32, 64, 128, 256],
