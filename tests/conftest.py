@@ -157,7 +157,7 @@ def _tool_env(env: Optional[dict]) -> dict:
     """A tool's environment: ``env`` (default: ours) with the repository
     importable and user errors in their one-line form."""
     env = dict(os.environ if env is None else env)
-    env['PYTHONPATH'] = ':'.join(
+    env['PYTHONPATH'] = os.pathsep.join(
         filter(None, [str(REPO), env.get('PYTHONPATH')]))
     env.pop('MMDET_CDETR_TRACEBACK', None)
     return env
@@ -485,6 +485,18 @@ def hf_resnet_to_torchvision(name: str) -> str:
     return f'{layer}{kind}{int(conv) + 1}.{param}'
 
 
+def tiny_loader(dataset_keys: str = '', shuffle: bool = True) -> str:
+    """A data loader for :func:`write_config`: batches of 8 read in this
+    process, on the config's ``data_root``; ``dataset_keys`` adds settings
+    to its dataset (e.g. ``'indices=8'``), ``shuffle=False`` keeps the
+    annotation file's order (an image near its front is met in the first
+    batch)."""
+    sampler = '' if shuffle else 'sampler=dict(shuffle=False), '
+    keys = f', {dataset_keys}' if dataset_keys else ''
+    return ('dict(batch_size=8, num_workers=0, persistent_workers=False, '
+            f'{sampler}dataset=dict(data_root=data_root{keys}))')
+
+
 def write_config(path: Path,
                  data_root: str,
                  base: str = QUICK_CONFIG,
@@ -495,10 +507,8 @@ def write_config(path: Path,
         f"_base_ = '{base}'",
         f"data_root = '{data_root}/'",
         "ann_val = data_root + 'annotations/instances_val.json'",
-        'train_dataloader = dict(batch_size=8, num_workers=0, '
-        'persistent_workers=False, dataset=dict(data_root=data_root))',
-        'val_dataloader = dict(batch_size=8, num_workers=0, '
-        'persistent_workers=False, dataset=dict(data_root=data_root))',
+        f'train_dataloader = {tiny_loader()}',
+        f'val_dataloader = {tiny_loader()}',
         'test_dataloader = val_dataloader',
         'val_evaluator = dict(ann_file=ann_val)',
         'test_evaluator = val_evaluator',
@@ -508,13 +518,6 @@ def write_config(path: Path,
     ] + [f'{key} = {value}' for key, value in overrides.items()]
     path.write_text('\n'.join(lines) + '\n')
     return str(path)
-
-
-# For write_config: training in the annotation file's order, so that an
-# image near its front is met in the first batch.
-UNSHUFFLED_TRAIN_LOADER = (
-    'dict(batch_size=8, num_workers=0, persistent_workers=False, '
-    'sampler=dict(shuffle=False), dataset=dict(data_root=data_root))')
 
 
 @pytest.fixture(scope='session')

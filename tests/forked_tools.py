@@ -48,7 +48,9 @@ def _tool_main(tool: str, argv: List[str], env: dict, cwd: str, out: str,
     sys.argv = [tool, *argv]
     # as a fresh interpreter: the tool's folder, then PYTHONPATH's entries
     sys.path[0] = os.path.dirname(os.path.abspath(tool))
-    sys.path[1:1] = [p for p in env.get('PYTHONPATH', '').split(':') if p]
+    sys.path[1:1] = [
+        p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p
+    ]
     try:
         runpy.run_path(tool, run_name='__main__')
     finally:

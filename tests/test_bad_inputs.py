@@ -7,9 +7,8 @@ import sys
 
 import pytest
 import torch
-from conftest import (QUICK_CONFIG, REPO, UNSHUFFLED_TRAIN_LOADER,
-                      assert_clean_error, quick_cfg, run_tool,
-                      run_tool_in_process, write_config)
+from conftest import (QUICK_CONFIG, REPO, assert_clean_error, quick_cfg,
+                      run_tool, run_tool_in_process, tiny_loader, write_config)
 from mmengine.config import Config
 
 from mmdet_cdetr.cli import apply_resume, check_cfg_options, report_user_errors
@@ -39,7 +38,7 @@ def test_missing_image(data_copy, tmp_path):
     config = write_config(
         tmp_path / 'cfg.py',
         str(data_copy),
-        train_dataloader=UNSHUFFLED_TRAIN_LOADER)
+        train_dataloader=tiny_loader(shuffle=False))
     assert_clean_error(
         _train(config, tmp_path), 'Image not found', str(missing),
         'instances_train.json')
@@ -72,8 +71,7 @@ def test_unknown_component(synthetic_root, tmp_path):
 def test_checkpoint_with_other_class_count(synthetic_root, tmp_path):
     config = write_config(tmp_path / 'cfg.py', synthetic_root)
     assert _train(config, tmp_path).returncode == 0
-    loader = ('dict(batch_size=8, num_workers=0, persistent_workers=False, '
-              'dataset=dict(data_root=data_root, metainfo=metainfo))')
+    loader = tiny_loader('metainfo=metainfo')
     two = write_config(
         tmp_path / 'two.py',
         synthetic_root,

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import (REPO, UNSHUFFLED_TRAIN_LOADER, assert_clean_error,
-                      quick_cfg, run_tool, write_config)
+from conftest import (REPO, assert_clean_error, quick_cfg, run_tool,
+                      tiny_loader, write_config)
 from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.fileio import LocalBackend, register_backend
@@ -24,9 +24,7 @@ from mmdet_cdetr.registry import DATASETS, METRICS, MODELS, TRANSFORMS
 
 TWO_CLASSES = "dict(classes=('square', 'circle'))"
 # write_config's loaders, with the classes of `metainfo`.
-LOADER_WITH_METAINFO = ('dict(batch_size=8, num_workers=0, '
-                        'persistent_workers=False, dataset=dict('
-                        'data_root=data_root, metainfo=metainfo))')
+LOADER_WITH_METAINFO = tiny_loader('metainfo=metainfo')
 
 
 def _two_class_config(path, data_root, **overrides):
@@ -461,7 +459,7 @@ def test_undecodable_image_in_train_and_val(data_copy, tmp_path, trained):
     config = write_config(
         tmp_path / 'cfg.py',
         str(data_copy),
-        train_dataloader=UNSHUFFLED_TRAIN_LOADER)
+        train_dataloader=tiny_loader(shuffle=False))
     train = run_tool(['tools/train.py', config, '--work-dir', str(tmp_path)])
     assert_clean_error(train, f'cannot decode image {empty}',
                        'instances_train.json')

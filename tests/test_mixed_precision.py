@@ -8,8 +8,8 @@ import logging
 import pytest
 import torch
 from conftest import (R50_CONFIG, batch_with_boxes, build_model, parity_batch,
-                      randomize_, raw_predictions, run_tool, without_dropout,
-                      write_config)
+                      randomize_, raw_predictions, run_tool, tiny_loader,
+                      without_dropout, write_config)
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 from torch.profiler import ProfilerActivity, profile
@@ -211,8 +211,7 @@ def test_amp_warns_once_where_the_cpu_emulates_bf16(monkeypatch, capability,
 
 def test_train_and_test_with_amp_on_the_cpu(synthetic_root, tmp_path):
     # 8 images each way: bf16 is emulated (slow) on CPUs without AVX-512
-    loader = ('dict(batch_size=8, num_workers=0, persistent_workers=False, '
-              'dataset=dict(data_root=data_root, indices=8))')
+    loader = tiny_loader('indices=8')
     config = write_config(
         tmp_path / 'cfg.py',
         synthetic_root,
